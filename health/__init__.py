@@ -1,0 +1,1 @@
+"""Scoring models, health snapshots, recompute and alerts."""

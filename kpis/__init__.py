@@ -1,0 +1,1 @@
+"""KPI catalogue, set-based computation, targets, periods and business reviews."""

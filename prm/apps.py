@@ -1,0 +1,8 @@
+"""App configuration of the core domain."""
+
+from django.apps import AppConfig
+
+
+class PrmConfig(AppConfig):
+    name = "prm"
+    verbose_name = "Partner program"
