@@ -87,11 +87,11 @@ class Partner(models.Model):
 
     # Current health, written by the health app's recompute so that lists need no join.
     # health_model_id is a plain integer: prm sits below health and does not reference it.
-    health_score = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True, editable=False)
+    health_score = models.FloatField(null=True, blank=True, editable=False)
     health_band = models.CharField(
         max_length=10, choices=Band.choices, default=Band.NO_DATA, editable=False, db_index=True
     )
-    health_trend = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True, editable=False)
+    health_trend = models.FloatField(null=True, blank=True, editable=False)
     health_as_of = models.DateTimeField(null=True, blank=True, editable=False)
     health_model_id = models.PositiveIntegerField(null=True, blank=True, editable=False)
 

@@ -1,4 +1,4 @@
-"""Top-level URLs: admin console, REST API v1, health check."""
+"""Top-level URLs: admin console, REST API v1 (one URL module per app), health check."""
 
 from django.contrib import admin
 from django.http import HttpResponse
@@ -13,6 +13,8 @@ def healthz(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("prm.api.urls")),
+    path("api/v1/", include("kpis.api_urls")),
+    path("api/v1/", include("health.api_urls")),
     path("healthz", healthz, name="healthz"),
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
 ]

@@ -1,0 +1,17 @@
+"""URL map of the health app's part of REST API v1."""
+
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from health import api
+
+router = SimpleRouter()
+router.register("scoring-models", api.ScoringModelViewSet, basename="scoring-model")
+
+urlpatterns = [
+    path("partners/<str:external_id>/health/", api.PartnerHealthView.as_view(), name="partner-health"),
+    path("partners/<str:external_id>/scores/", api.PartnerScoresView.as_view(), name="partner-scores"),
+    path("scores/recompute/", api.RecomputeView.as_view(), name="scores-recompute"),
+    path("scores/recompute/<str:task_id>/", api.RecomputeStatusView.as_view(), name="scores-recompute-status"),
+    path("", include(router.urls)),
+]

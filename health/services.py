@@ -1,0 +1,505 @@
+"""Health scoring services: recompute and backfill snapshots, what-if previews, and why a score changed."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+from kpis.registry import kpi_catalogue, kpis_compute
+
+from health.models import PendingRecompute, RecomputeLock, ScoreRun, ScoreSnapshot, ScoringModel
+from health.scoring import ComponentSpec, ModelSpec, PartnerScore, score_population
+from prm.models import Partner
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "scores"
+SNAPSHOT_BATCH = 5000
+Progress = Callable[[str], None]
+
+
+class RecomputeBusy(Exception):
+    """Another recompute holds the lock and this one was asked not to wait."""
+
+
+# Specs and segments --------------------------------------------------------------------------------
+
+
+def model_spec(model: ScoringModel, components: Iterable | None = None) -> ModelSpec:
+    """A scoring model (saved, or unsaved with its components given) as plain values for the math."""
+    catalogue = kpi_catalogue()
+    components = list(model.components.all()) if components is None else list(components)
+
+    def number(value) -> float | None:
+        return None if value is None else float(value)
+
+    return ModelSpec(
+        id=model.pk,
+        name=model.name,
+        window_days=model.window_days,
+        trend_days=model.trend_days,
+        healthy_threshold=float(model.healthy_threshold),
+        at_risk_threshold=float(model.at_risk_threshold),
+        alert_threshold=float(model.alert_threshold),
+        rearm_points=float(model.rearm_points),
+        drop_points=float(model.drop_points),
+        components=tuple(
+            ComponentSpec(
+                kpi=c.kpi,
+                category=catalogue[c.kpi].category,
+                weight=float(c.weight),
+                method=c.method,
+                direction=c.direction or catalogue[c.kpi].better,
+                missing=c.missing,
+                target=number(c.target),
+                lower=number(c.lower),
+                upper=number(c.upper),
+            )
+            for c in components
+        ),
+    )
+
+
+def scored_partners() -> QuerySet[Partner]:
+    """Partners that get a health score: everyone but those who have left the program."""
+    return Partner.objects.exclude(status=Partner.Status.EXITED)
+
+
+def segment_filter(types: Collection[str], tier_ids: Collection[int]) -> Q:
+    condition = Q()
+    if types:
+        condition &= Q(type__in=list(types))
+    if tier_ids:
+        condition &= Q(tier_id__in=list(tier_ids))
+    return condition
+
+
+def model_segment(model: ScoringModel) -> QuerySet[Partner]:
+    return scored_partners().filter(
+        segment_filter(model.segment_types, [tier.id for tier in model.segment_tiers.all()])
+    )
+
+
+def partners_by_model(partners: QuerySet[Partner], active_models: list[ScoringModel]) -> dict[int, list[int]]:
+    """Each partner with the active model that scores it: the matching one with the lowest (priority, id)."""
+    segments = [
+        (model.id, set(model.segment_types), {tier.id for tier in model.segment_tiers.all()})
+        for model in sorted(active_models, key=lambda m: (m.priority, m.id))
+    ]
+    assignment: dict[int, list[int]] = defaultdict(list)
+    for partner_id, partner_type, tier_id in partners.values_list("id", "type", "tier_id").iterator(chunk_size=20000):
+        for model_id, types, tiers in segments:
+            if (not types or partner_type in types) and (not tiers or tier_id in tiers):
+                assignment[model_id].append(partner_id)
+                break
+    return dict(assignment)
+
+
+# Raw values -----------------------------------------------------------------------------------------
+
+
+def raw_values(
+    spec: ModelSpec, *, as_of: datetime.datetime, partners: QuerySet[Partner]
+) -> dict[str, dict[int, float | None]]:
+    return kpis_compute(
+        keys={c.kpi for c in spec.components}, as_of=as_of, window_days=spec.window_days, partners=partners
+    )
+
+
+def previous_scores(
+    model_id: int, *, before: datetime.datetime, partners: QuerySet[Partner], inclusive: bool
+) -> dict[int, float | None]:
+    """Each partner's score in its latest snapshot under the model at (or strictly before) an instant.
+
+    One query: a correlated subquery that the (partner, model, as_of) unique index answers per partner.
+    """
+    time_filter = {"as_of__lte": before} if inclusive else {"as_of__lt": before}
+    latest = ScoreSnapshot.objects.filter(partner=OuterRef("pk"), model_id=model_id, **time_filter).order_by("-as_of")
+    rows = partners.annotate(previous=Subquery(latest.values("score")[:1]), has=Subquery(latest.values("id")[:1]))
+    return {pid: previous for pid, previous, has in rows.values_list("id", "previous", "has") if has is not None}
+
+
+def _score_group(
+    spec: ModelSpec,
+    *,
+    as_of: datetime.datetime,
+    partner_ids: list[int],
+    partners: QuerySet[Partner],
+    peers_queryset: QuerySet[Partner] | None,
+) -> tuple[dict[int, PartnerScore], dict[int, float | None]]:
+    """Scores and trends of one model's partners at one instant."""
+    raw = raw_values(spec, as_of=as_of, partners=partners)
+    peers = None
+    percentile_kpis = {c.kpi for c in spec.components if c.method == "percentile"}
+    if percentile_kpis and peers_queryset is not None:
+        # A partial run still ranks partners among the model's whole population at the same instant.
+        peer_raw = kpis_compute(
+            keys=percentile_kpis, as_of=as_of, window_days=spec.window_days, partners=peers_queryset
+        )
+        peers = {kpi: peer_raw[kpi].values() for kpi in percentile_kpis}
+    elif percentile_kpis:
+        wanted = set(partner_ids)
+        peers = {kpi: [v for pid, v in raw[kpi].items() if pid in wanted] for kpi in percentile_kpis}
+    scores = score_population(spec, raw, partner_ids, peers=peers)
+    previous = (
+        previous_scores(
+            spec.id, before=as_of - datetime.timedelta(days=spec.trend_days), partners=partners, inclusive=True
+        )
+        if spec.id
+        else {}
+    )
+    trends = {
+        pid: (result.score - previous[pid]) if result.score is not None and previous.get(pid) is not None else None
+        for pid, result in scores.items()
+    }
+    return scores, trends
+
+
+# Recompute -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecomputeResult:
+    run: ScoreRun
+    snapshots: int
+
+
+def _acquire_lock(*, wait: bool) -> None:
+    RecomputeLock.objects.get_or_create(name=LOCK_NAME)  # idempotent; outside any lock on first use
+    try:
+        RecomputeLock.objects.select_for_update(nowait=not wait).get(name=LOCK_NAME)
+    except DatabaseError as exc:
+        raise RecomputeBusy("another recompute is running") from exc
+
+
+def scores_recompute(
+    *,
+    as_of: datetime.datetime | None = None,
+    model: ScoringModel | None = None,
+    partners: QuerySet[Partner] | None = None,
+    trigger: str = "command",
+    wait: bool = True,
+    progress: Progress | None = None,
+) -> RecomputeResult:
+    """Score partners at one instant and store one snapshot each, all or nothing.
+
+    Without `model`, every scored partner (or those of `partners`) gets the active model chosen for it,
+    and its current score on the partner row is updated. With `model`, every partner of that model's
+    segment is scored with it (active or not, chosen or not) and current scores are left alone.
+    Re-running the same (model, as_of) replaces its snapshots. Runs never overlap: with `wait`, a run
+    waits for the one in progress; without, it is recorded as skipped.
+    """
+    as_of = as_of or timezone.now()
+    if timezone.is_naive(as_of):
+        raise ValueError("as_of must be timezone-aware")
+    run = ScoreRun.objects.create(as_of=as_of, model=model, trigger=trigger, partial=partners is not None)
+    try:
+        with transaction.atomic():
+            try:
+                _acquire_lock(wait=wait)
+            except RecomputeBusy:
+                raise
+            # Runs left "running" by a worker that died hold no lock: they ended without finishing.
+            ScoreRun.objects.filter(status=ScoreRun.Status.RUNNING).exclude(pk=run.pk).update(
+                status=ScoreRun.Status.FAILED,
+                error="Interrupted (the process running it stopped).",
+                finished_at=timezone.now(),
+            )
+            count = _recompute_locked(run=run, as_of=as_of, model=model, partners=partners, progress=progress)
+    except RecomputeBusy:
+        run.status, run.error, run.finished_at = (
+            ScoreRun.Status.SKIPPED,
+            "Skipped: another recompute was running.",
+            timezone.now(),
+        )
+        run.save(update_fields=["status", "error", "finished_at"])
+        logger.warning("Recompute as of %s skipped: another recompute was running", as_of)
+        raise
+    except Exception as exc:
+        run.status, run.error, run.finished_at = ScoreRun.Status.FAILED, f"{type(exc).__name__}: {exc}", timezone.now()
+        run.save(update_fields=["status", "error", "finished_at"])
+        raise
+    run.status, run.partners_scored, run.finished_at = ScoreRun.Status.SUCCEEDED, count, timezone.now()
+    run.save(update_fields=["status", "partners_scored", "finished_at"])
+    return RecomputeResult(run=run, snapshots=count)
+
+
+def _recompute_locked(
+    *,
+    run: ScoreRun,
+    as_of: datetime.datetime,
+    model: ScoringModel | None,
+    partners: QuerySet[Partner] | None,
+    progress: Progress | None,
+) -> int:
+    population = scored_partners()
+    if model is not None:
+        groups = {model.id: None}  # None: the whole segment
+        models = {model.id: model}
+        segment = model_segment(model)
+        scoped = {model.id: segment if partners is None else segment.filter(pk__in=partners.values("pk"))}
+        peers = {model.id: segment if partners is not None else None}
+    else:
+        active = list(ScoringModel.objects.filter(is_active=True).prefetch_related("segment_tiers", "components"))
+        models = {m.id: m for m in active}
+        target = population if partners is None else population.filter(pk__in=partners.values("pk"))
+        groups = partners_by_model(target, active)
+        scoped = {
+            mid: target.filter(pk__in=ids) if partners is not None else model_segment(models[mid])
+            for mid, ids in groups.items()
+        }
+        # Percentile peers of a partial run: the model's whole population, as a scheduled run would see it.
+        peers = {}
+        for mid in groups:
+            if partners is not None and any(c.method == "percentile" for c in models[mid].components.all()):
+                everyone = partners_by_model(population, active).get(mid, [])
+                peers[mid] = population.filter(pk__in=everyone)
+            else:
+                peers[mid] = None
+
+    written = 0
+    for model_id, partner_ids in groups.items():
+        scoring_model = models[model_id]
+        spec = model_spec(scoring_model)
+        if not spec.components:
+            continue
+        queryset = scoped[model_id]
+        if partner_ids is None:
+            partner_ids = list(queryset.values_list("id", flat=True))
+        if progress:
+            progress(f"{scoring_model.name}: computing {len(partner_ids)} partners")
+        scores, trends = _score_group(
+            spec, as_of=as_of, partner_ids=partner_ids, partners=queryset, peers_queryset=peers.get(model_id)
+        )
+        if progress:
+            progress(f"{scoring_model.name}: writing {len(scores)} snapshots")
+        existing = ScoreSnapshot.objects.filter(model_id=model_id, as_of=as_of)
+        if partners is not None:
+            existing = existing.filter(partner_id__in=partner_ids)
+        existing.delete()
+        ScoreSnapshot.objects.bulk_create(
+            (
+                ScoreSnapshot(
+                    partner_id=pid,
+                    model_id=model_id,
+                    as_of=as_of,
+                    score=result.score,
+                    band=result.band,
+                    trend=trends.get(pid),
+                    category_scores=result.category_scores,
+                    components=result.components,
+                    window_days=spec.window_days,
+                    run=run,
+                )
+                for pid, result in scores.items()
+            ),
+            batch_size=SNAPSHOT_BATCH,
+        )
+        written += len(scores)
+        if model is None:
+            _denormalize(model_id=model_id, as_of=as_of, run=run)
+    return written
+
+
+def _denormalize(*, model_id: int, as_of: datetime.datetime, run: ScoreRun) -> None:
+    """Copy this run's snapshots onto the partner rows, unless a partner already shows a later score."""
+    snapshot = ScoreSnapshot.objects.filter(partner=OuterRef("pk"), model_id=model_id, as_of=as_of)
+    Partner.objects.filter(pk__in=ScoreSnapshot.objects.filter(run=run, model_id=model_id).values("partner_id")).filter(
+        Q(health_as_of__isnull=True) | Q(health_as_of__lte=as_of)
+    ).update(
+        health_score=Subquery(snapshot.values("score")[:1]),
+        health_band=Subquery(snapshot.values("band")[:1]),
+        health_trend=Subquery(snapshot.values("trend")[:1]),
+        health_as_of=as_of,
+        health_model_id=model_id,
+    )
+
+
+def scores_backfill(
+    *,
+    weeks: int,
+    model: ScoringModel | None = None,
+    now: datetime.datetime | None = None,
+    progress: Progress | None = None,
+) -> list[RecomputeResult]:
+    """Weekly snapshots for the past `weeks` weeks and one now, so trends and charts work from day one."""
+    now = now or timezone.now()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    instants = [midnight - datetime.timedelta(weeks=w) for w in range(weeks, 0, -1)] + [now]
+    results = []
+    for index, instant in enumerate(instants, start=1):
+        results.append(scores_recompute(as_of=instant, model=model, trigger="backfill"))
+        if progress:
+            progress(f"{index}/{len(instants)} {instant:%Y-%m-%d}")
+    return results
+
+
+def pending_recompute(*, limit: int = 5000) -> RecomputeResult | None:
+    """Recompute the partners whose data changed since the last sweep (the debounce of ingestion)."""
+    with transaction.atomic():
+        claimed = list(
+            PendingRecompute.objects.select_for_update(
+                skip_locked=connection.features.has_select_for_update_skip_locked
+            )
+            .order_by("requested_at")
+            .values_list("partner_id", flat=True)[:limit]
+        )
+        if not claimed:
+            return None
+        PendingRecompute.objects.filter(partner_id__in=claimed).delete()
+    return scores_recompute(partners=Partner.objects.filter(pk__in=claimed), trigger="ingest", wait=True)
+
+
+def recompute_request(*, partner_ids: Collection[int]) -> None:
+    """Note that these partners' data changed; the next sweep rescores them."""
+    PendingRecompute.objects.bulk_create(
+        [PendingRecompute(partner_id=pid) for pid in partner_ids], ignore_conflicts=True
+    )
+
+
+# What-if preview -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Preview:
+    partners: int
+    band_changes: int
+    current_bands: dict[str, int]
+    preview_bands: dict[str, int]
+    distribution: list[dict]
+    movers: list[dict]
+    scores: dict[int, PartnerScore]
+
+
+BANDS = ("healthy", "watch", "at_risk", "no_data")
+
+
+def scores_preview(
+    *, spec: ModelSpec, segment: QuerySet[Partner], as_of: datetime.datetime | None = None, movers: int = 10
+) -> Preview:
+    """Score a model's segment with an unsaved configuration, beside today's scores. Writes nothing."""
+    as_of = as_of or timezone.now()
+    rows = list(segment.values_list("id", "external_id", "name", "health_score", "health_band"))
+    partner_ids = [row[0] for row in rows]
+    scores, _ = _score_group(spec, as_of=as_of, partner_ids=partner_ids, partners=segment, peers_queryset=None)
+    current_bands = dict.fromkeys(BANDS, 0)
+    preview_bands = dict.fromkeys(BANDS, 0)
+    changes = []
+    for pid, external_id, name, current_score, current_band in rows:
+        new = scores[pid]
+        current_bands[current_band or "no_data"] += 1
+        preview_bands[new.band] += 1
+        delta = None if new.score is None or current_score is None else new.score - current_score
+        changes.append(
+            {
+                "partner": external_id,
+                "name": name,
+                "current_score": current_score,
+                "current_band": current_band,
+                "score": new.score,
+                "band": new.band,
+                "delta": delta,
+            }
+        )
+    buckets = [{"from": low, "to": low + 10, "current": 0, "preview": 0} for low in range(0, 100, 10)]
+    for change in changes:
+        for key, value in (("current", change["current_score"]), ("preview", change["score"])):
+            if value is not None:
+                buckets[min(int(value // 10), 9)][key] += 1
+    return Preview(
+        partners=len(rows),
+        band_changes=sum(1 for c in changes if c["band"] != (c["current_band"] or "no_data")),
+        current_bands=current_bands,
+        preview_bands=preview_bands,
+        distribution=buckets,
+        movers=sorted((c for c in changes if c["delta"] is not None), key=lambda c: abs(c["delta"]), reverse=True)[
+            :movers
+        ],
+        scores=scores,
+    )
+
+
+# Why did it change ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreChange:
+    before: ScoreSnapshot | None
+    after: ScoreSnapshot | None
+    components: list[dict]
+
+    @property
+    def delta(self) -> float | None:
+        if not self.before or not self.after or self.before.score is None or self.after.score is None:
+            return None
+        return self.after.score - self.before.score
+
+
+def score_change(
+    *, partner: Partner, model_id: int, since: datetime.datetime, until: datetime.datetime | None = None
+) -> ScoreChange:
+    """The difference between two snapshots of a partner, by component contribution, biggest movers first."""
+    snapshots = ScoreSnapshot.objects.filter(partner=partner, model_id=model_id)
+    after = (snapshots.filter(as_of__lte=until) if until else snapshots).order_by("-as_of").first()
+    before = snapshots.filter(as_of__lte=since).order_by("-as_of").first()
+    return ScoreChange(before=before, after=after, components=component_changes(before, after))
+
+
+def component_changes(before: ScoreSnapshot | None, after: ScoreSnapshot | None) -> list[dict]:
+    old = {c["kpi"]: c for c in (before.components if before else [])}
+    new = {c["kpi"]: c for c in (after.components if after else [])}
+    changes = []
+    for kpi in list(new) + [k for k in old if k not in new]:
+        o, n = old.get(kpi, {}), new.get(kpi, {})
+        changes.append(
+            {
+                "kpi": kpi,
+                "category": n.get("category") or o.get("category"),
+                "raw_before": o.get("raw"),
+                "raw_after": n.get("raw"),
+                "contribution_before": o.get("contribution", 0.0),
+                "contribution_after": n.get("contribution", 0.0),
+                "delta": (n.get("contribution") or 0.0) - (o.get("contribution") or 0.0),
+            }
+        )
+    return sorted(changes, key=lambda c: abs(c["delta"]), reverse=True)
+
+
+# Scoring model configuration -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def scoring_model_save(*, model: ScoringModel | None, data: dict) -> ScoringModel:
+    """Create or change a scoring model and its components (matched by KPI), keeping the audit history."""
+    from health.models import ScoringComponent
+
+    data = dict(data)
+    components = data.pop("components", None)
+    segment = data.pop("segment", None)
+    model = model or ScoringModel()
+    for name, value in data.items():
+        setattr(model, name, value)
+    if segment is not None:
+        model.segment_types = list(segment.get("types", []))
+    model.full_clean(exclude=["name"] if model.pk else None)
+    model.save()
+    if segment is not None:
+        model.segment_tiers.set(segment.get("tiers", []))
+    if components is not None:
+        existing = {c.kpi: c for c in model.components.all()}
+        wanted = {c["kpi"] for c in components}
+        for stale in [c for kpi, c in existing.items() if kpi not in wanted]:
+            stale.delete()
+        for values in components:
+            component = existing.get(values["kpi"]) or ScoringComponent(model=model, kpi=values["kpi"])
+            for name in ("weight", "method", "target", "lower", "upper", "direction", "missing"):
+                setattr(component, name, values.get(name, ScoringComponent._meta.get_field(name).get_default()))
+            component.full_clean(exclude=["model"])
+            component.save()
+    return model
