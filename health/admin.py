@@ -74,7 +74,10 @@ class ScoringModelForm(forms.ModelForm):
 
     class Meta:
         model = ScoringModel
-        fields = "__all__"
+        fields = [
+            "name", "description", "is_active", "priority", "segment_types", "segment_tiers", "window_days",
+            "trend_days", "healthy_threshold", "at_risk_threshold", "alert_threshold", "rearm_points", "drop_points",
+        ]
 
 
 @admin.register(ScoringModel)
