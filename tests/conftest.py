@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -18,6 +19,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="PostgreSQL unreachable (outside CI): skipped"))
         if no_redis and item.get_closest_marker("redis"):
             item.add_marker(pytest.mark.skip(reason="Redis unreachable (outside CI): skipped"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _static_files_without_manifest():
+    # Production serves hashed files after collectstatic; tests render pages without collecting first.
+    from django.conf import settings
+
+    storages = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(STORAGES=storages):
+        yield
 
 
 @pytest.fixture

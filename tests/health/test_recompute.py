@@ -153,7 +153,7 @@ def test_backfill_weekly_history(only_model):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_failed_run_leaves_no_partial_snapshots(monkeypatch):
     ScoringModel.objects.update(is_active=False)
     model = simple_model()
@@ -188,7 +188,7 @@ def test_failed_run_leaves_no_partial_snapshots(monkeypatch):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_runs_never_overlap():
     ScoringModel.objects.update(is_active=False)
     simple_model()
