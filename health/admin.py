@@ -75,8 +75,19 @@ class ScoringModelForm(forms.ModelForm):
     class Meta:
         model = ScoringModel
         fields = [
-            "name", "description", "is_active", "priority", "segment_types", "segment_tiers", "window_days",
-            "trend_days", "healthy_threshold", "at_risk_threshold", "alert_threshold", "rearm_points", "drop_points",
+            "name",
+            "description",
+            "is_active",
+            "priority",
+            "segment_types",
+            "segment_tiers",
+            "window_days",
+            "trend_days",
+            "healthy_threshold",
+            "at_risk_threshold",
+            "alert_threshold",
+            "rearm_points",
+            "drop_points",
         ]
 
 

@@ -9,12 +9,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Max as models_Max
+from django.db.models import Min as models_Min
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
-from kpis.registry import kpi_catalogue, kpis_compute
 
 from health.models import PendingRecompute, RecomputeLock, ScoreRun, ScoreSnapshot, ScoringModel
 from health.scoring import ComponentSpec, ModelSpec, PartnerScore, score_population
+from kpis.registry import kpi_catalogue, kpis_compute
 from prm.models import Partner
 
 logger = logging.getLogger(__name__)
@@ -132,9 +134,11 @@ def _score_group(
     partner_ids: list[int],
     partners: QuerySet[Partner],
     peers_queryset: QuerySet[Partner] | None,
+    raw: dict[str, dict[int, float | None]] | None = None,
 ) -> tuple[dict[int, PartnerScore], dict[int, float | None]]:
-    """Scores and trends of one model's partners at one instant."""
-    raw = raw_values(spec, as_of=as_of, partners=partners)
+    """Scores and trends of one model's partners at one instant (raw values computed unless given)."""
+    if raw is None:
+        raw = raw_values(spec, as_of=as_of, partners=partners)
     peers = None
     percentile_kpis = {c.kpi for c in spec.components if c.method == "percentile"}
     if percentile_kpis and peers_queryset is not None:
@@ -186,6 +190,7 @@ def scores_recompute(
     trigger: str = "command",
     wait: bool = True,
     progress: Progress | None = None,
+    precomputed: dict[int, dict[str, dict[int, float | None]]] | None = None,
 ) -> RecomputeResult:
     """Score partners at one instant and store one snapshot each, all or nothing.
 
@@ -193,7 +198,8 @@ def scores_recompute(
     and its current score on the partner row is updated. With `model`, every partner of that model's
     segment is scored with it (active or not, chosen or not) and current scores are left alone.
     Re-running the same (model, as_of) replaces its snapshots. Runs never overlap: with `wait`, a run
-    waits for the one in progress; without, it is recorded as skipped.
+    waits for the one in progress; without, it is recorded as skipped. `precomputed` holds raw KPI
+    values per model id already computed elsewhere (the partitioned run's workers).
     """
     as_of = as_of or timezone.now()
     if timezone.is_naive(as_of):
@@ -211,7 +217,9 @@ def scores_recompute(
                 error="Interrupted (the process running it stopped).",
                 finished_at=timezone.now(),
             )
-            count = _recompute_locked(run=run, as_of=as_of, model=model, partners=partners, progress=progress)
+            count = _recompute_locked(
+                run=run, as_of=as_of, model=model, partners=partners, progress=progress, precomputed=precomputed or {}
+            )
     except RecomputeBusy:
         run.status, run.error, run.finished_at = (
             ScoreRun.Status.SKIPPED,
@@ -237,6 +245,7 @@ def _recompute_locked(
     model: ScoringModel | None,
     partners: QuerySet[Partner] | None,
     progress: Progress | None,
+    precomputed: dict[int, dict[str, dict[int, float | None]]],
 ) -> int:
     population = scored_partners()
     if model is not None:
@@ -275,7 +284,12 @@ def _recompute_locked(
         if progress:
             progress(f"{scoring_model.name}: computing {len(partner_ids)} partners")
         scores, trends = _score_group(
-            spec, as_of=as_of, partner_ids=partner_ids, partners=queryset, peers_queryset=peers.get(model_id)
+            spec,
+            as_of=as_of,
+            partner_ids=partner_ids,
+            partners=queryset,
+            peers_queryset=peers.get(model_id),
+            raw=precomputed.get(model_id),
         )
         if progress:
             progress(f"{scoring_model.name}: writing {len(scores)} snapshots")
@@ -319,6 +333,21 @@ def _denormalize(*, model_id: int, as_of: datetime.datetime, run: ScoreRun) -> N
         health_as_of=as_of,
         health_model_id=model_id,
     )
+
+
+def partition_bounds(*, partitions: int) -> list[tuple[int, int]]:
+    """Split the partner id space into contiguous half-open ranges [low, high) of similar size."""
+    ids = scored_partners().aggregate(low=models_Min("id"), high=models_Max("id"))
+    if ids["low"] is None:
+        return []
+    low, high = ids["low"], ids["high"] + 1
+    step = max(1, -(-(high - low) // max(1, partitions)))
+    return [(start, min(start + step, high)) for start in range(low, high, step)]
+
+
+def raw_partition(*, model: ScoringModel, as_of: datetime.datetime, low: int, high: int) -> dict:
+    """Raw KPI values of one model's segment within a partner id range (one worker's share of a run)."""
+    return raw_values(model_spec(model), as_of=as_of, partners=model_segment(model).filter(id__gte=low, id__lt=high))
 
 
 def scores_backfill(

@@ -38,3 +38,53 @@ def recompute_pending() -> dict:
     if result is None:
         return {"status": "nothing to do"}
     return {"status": "succeeded", "run": result.run.pk, "snapshots": result.snapshots}
+
+
+@shared_task(**RETRY)
+def recompute_partition(model_id: int, as_of: str, low: int, high: int) -> dict:
+    """One worker's share of a partitioned run: raw KPI values of a partner id range."""
+    from health.services import raw_partition
+
+    model = ScoringModel.objects.get(pk=model_id)
+    raw = raw_partition(model=model, as_of=parse_datetime(as_of), low=low, high=high)
+    return {"model": model_id, "raw": raw}
+
+
+@shared_task(**RETRY)
+def recompute_finalize(parts: list[dict], as_of: str, model_id: int | None = None, trigger: str = "schedule") -> dict:
+    """Join the partitions' raw values, then normalize (percentiles need everyone) and write the snapshots."""
+    precomputed: dict[int, dict[str, dict[int, float | None]]] = {}
+    for part in parts:
+        merged = precomputed.setdefault(int(part["model"]), {})
+        for kpi, values in part["raw"].items():
+            # JSON turned partner ids into strings on the way through the result backend.
+            merged.setdefault(kpi, {}).update({int(pid): value for pid, value in values.items()})
+    model = ScoringModel.objects.get(pk=model_id) if model_id else None
+    try:
+        result = scores_recompute(
+            as_of=parse_datetime(as_of), model=model, trigger=trigger, wait=False, precomputed=precomputed
+        )
+    except RecomputeBusy:
+        return {"status": "skipped", "reason": "another recompute was running"}
+    return {"status": "succeeded", "run": result.run.pk, "snapshots": result.snapshots}
+
+
+@shared_task
+def recompute_partitioned(
+    as_of: str | None = None, model_id: int | None = None, partitions: int = 4, trigger: str = "schedule"
+) -> str:
+    """Fan the raw-KPI phase out over workers by partner id range, then finalize in one task (a chord)."""
+    from celery import chord
+    from django.utils import timezone
+
+    from health.services import partition_bounds
+
+    as_of = as_of or timezone.now().isoformat()
+    models = [ScoringModel.objects.get(pk=model_id)] if model_id else list(ScoringModel.objects.filter(is_active=True))
+    header = [
+        recompute_partition.s(model.pk, as_of, low, high)
+        for model in models
+        for low, high in partition_bounds(partitions=partitions)
+    ]
+    result = chord(header)(recompute_finalize.s(as_of=as_of, model_id=model_id, trigger=trigger))
+    return result.id
