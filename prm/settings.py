@@ -118,6 +118,11 @@ TEMPLATES = [
 
 # Database: SQLite file by default (the demo); PostgreSQL in production and tests.
 DATABASES = {"default": _read("DATABASE_URL", "db_url", default=f"sqlite:///{VAR_DIR / 'prm.sqlite3'}")}
+if DATABASES["default"].get("ENGINE") not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
+    raise ImproperlyConfigured(
+        "Environment variable DATABASE_URL must be a postgres:// or sqlite:/// URL, "
+        f"got {env.str('DATABASE_URL', default='')!r}"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if _read("DATABASE_POOL", "bool", default=True):
         # One pool per process: size it as (gunicorn workers + celery concurrency) x max_size.
@@ -188,7 +193,8 @@ SESSION_COOKIE_SECURE = _read("SESSION_COOKIE_SECURE", "bool", default=not DEBUG
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", "int", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = False
+# The preload directive alone submits nothing; listing the domain stays the operator's decision.
+SECURE_HSTS_PRELOAD = _read("SECURE_HSTS_PRELOAD", "bool", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
