@@ -12,7 +12,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from kpis.registry import kpi_evidence_url
 from rest_framework import generics, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -21,6 +20,7 @@ from rest_framework.views import APIView
 from health.models import ScoreSnapshot, ScoringComponent, ScoringModel
 from health.services import model_spec, scored_partners, scores_preview, segment_filter
 from health.tasks import recompute_scores
+from kpis.registry import kpi_catalogue, kpi_evidence_url
 from prm.models import Partner, Tier
 from prm.roles import is_channel_admin, partner_id_of, visible_partners
 
@@ -231,13 +231,19 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
     def get_components(self, snapshot) -> list[dict]:
         request = self.context.get("request")
+        catalogue = self.context.setdefault("catalogue", kpi_catalogue())
         components = []
         for component in snapshot.components:
-            url = kpi_evidence_url(
-                component["kpi"],
-                partner_external_id=snapshot.partner.external_id,
-                as_of=snapshot.as_of,
-                window_days=snapshot.window_days,
+            url = (
+                kpi_evidence_url(
+                    component["kpi"],
+                    partner_external_id=snapshot.partner.external_id,
+                    as_of=snapshot.as_of,
+                    window_days=snapshot.window_days,
+                    catalogue=catalogue,
+                )
+                if component["kpi"] in catalogue
+                else None  # a custom KPI deleted since: its records can no longer be named
             )
             components.append({**component, "evidence": request.build_absolute_uri(url) if (url and request) else url})
         return components

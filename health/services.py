@@ -37,6 +37,11 @@ def model_spec(model: ScoringModel, components: Iterable | None = None) -> Model
     """A scoring model (saved, or unsaved with its components given) as plain values for the math."""
     catalogue = kpi_catalogue()
     components = list(model.components.all()) if components is None else list(components)
+    unknown = [c.kpi for c in components if c.kpi not in catalogue]
+    if unknown:
+        # A custom KPI deactivated or deleted while a model still uses it: score without it, loudly.
+        logger.warning("Scoring model %r uses unknown KPI(s) %s: left out", model.name, ", ".join(unknown))
+        components = [c for c in components if c.kpi in catalogue]
 
     def number(value) -> float | None:
         return None if value is None else float(value)

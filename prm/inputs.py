@@ -278,6 +278,20 @@ class PartnerInput(_BatchSerializer):
         return attrs
 
 
+class ActivityKindInput(serializers.Serializer):
+    """A new activity kind (the catalogue is configuration, not a batch of partner data)."""
+
+    key = serializers.SlugField(max_length=50)
+    label = serializers.CharField(max_length=100)
+    category = serializers.ChoiceField(choices=ActivityKind.Category.choices)
+    unit = serializers.ChoiceField(choices=ActivityKind.Unit.choices, default=ActivityKind.Unit.COUNT)
+
+    def validate_key(self, value: str) -> str:
+        if ActivityKind.objects.filter(key=value).exists():
+            raise serializers.ValidationError(f"An activity kind '{value}' already exists.")
+        return value
+
+
 # Batch validation ---------------------------------------------------------------------------------
 
 

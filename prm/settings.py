@@ -251,6 +251,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have fields named type, status, category or unit with different choices.
+    "ENUM_NAME_OVERRIDES": {
+        "PartnerTypeEnum": "prm.models.Partner.Type",
+        "PartnerStatusEnum": "prm.models.Partner.Status",
+        "ActivityKindCategoryEnum": "prm.models.ActivityKind.Category",
+        "ActivityKindUnitEnum": "prm.models.ActivityKind.Unit",
+        "KpiBetterEnum": "kpis.models.Better",
+        "ActionItemStatusEnum": "kpis.models.ActionItem.Status",
+    },
 }
 
 # Celery: the filesystem transport by default (no broker server for the demo); Redis in production.
@@ -285,5 +294,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _read("LOG_LEVEL", "str", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -3,12 +3,23 @@
 import os
 
 import pytest
-from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from prm.roles import ACCOUNT_MANAGER, CHANNEL_ADMIN, PARTNER_USER
 from tests.factories import PartnerFactory, UserFactory, membership
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    # Production serves hashed files after collectstatic; tests render pages without collecting first.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    # The named users are made with passwords; the production hasher's cost is not what is tested.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,19 +30,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="PostgreSQL unreachable (outside CI): skipped"))
         if no_redis and item.get_closest_marker("redis"):
             item.add_marker(pytest.mark.skip(reason="Redis unreachable (outside CI): skipped"))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _static_files_without_manifest():
-    # Production serves hashed files after collectstatic; tests render pages without collecting first.
-    from django.conf import settings
-
-    storages = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    with override_settings(STORAGES=storages):
-        yield
 
 
 @pytest.fixture

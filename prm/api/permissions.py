@@ -1,0 +1,43 @@
+"""Who may call what in the API, and how often: role permissions and the bulk-write throttle."""
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+
+from prm.roles import is_account_manager, is_channel_admin, partner_id_of
+
+
+def may_write_partner_data(user) -> bool:
+    """Channel admins, and account managers who are not tied to one partner (so they see every partner)."""
+    return is_channel_admin(user) or (is_account_manager(user) and partner_id_of(user) is None)
+
+
+class RolePermission(BasePermission):
+    """Reads: any signed-in user (the base viewset scopes the rows). Writes: see may_write_partner_data.
+
+    Actions named in the view's `admin_only_actions` (creating activity kinds, deleting a partner) are for
+    channel admins alone.
+    """
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if request.method in SAFE_METHODS:
+            return True
+        if getattr(view, "action", None) in getattr(view, "admin_only_actions", ()):
+            return is_channel_admin(user)
+        return may_write_partner_data(user)
+
+
+class BulkWriteThrottle(ScopedRateThrottle):
+    """POSTs to a collection (one object or up to 5,000) also count against the view's `throttle_scope` rate."""
+
+    def allow_request(self, request, view) -> bool:
+        if request.method != "POST":
+            return True
+        return super().allow_request(request, view)
+
+    def get_rate(self):
+        # Read at request time, not import time, so that a changed setting takes effect.
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
