@@ -1,0 +1,16 @@
+"""Query-string filters of the kpis app's API lists."""
+
+from django_filters import rest_framework as filters
+
+from kpis.models import BusinessReview
+
+
+class BusinessReviewFilter(filters.FilterSet):
+    partner = filters.CharFilter(field_name="partner__external_id", help_text="The partner's external_id.")
+    held_before = filters.DateFilter(
+        field_name="held_on", lookup_expr="lte", help_text="Reviews held on or before this date."
+    )
+
+    class Meta:
+        model = BusinessReview
+        fields = ["partner", "held_before"]
