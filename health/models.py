@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -216,3 +217,117 @@ class RecomputeLock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Alert(models.Model):
+    """A partner crossed a model's alert threshold or dropped fast, at one instant. Recorded once."""
+
+    class Kind(models.TextChoices):
+        THRESHOLD = "threshold", "Fell below the alert threshold"
+        DROP = "drop", "Dropped fast"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="alerts")
+    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    as_of = models.DateTimeField()
+    score = models.FloatField(null=True)
+    previous_score = models.FloatField(null=True, help_text="Score of the snapshot compared with.")
+    trend = models.FloatField(null=True)
+    band = models.CharField(max_length=10, choices=Partner.Band.choices)
+    # The components that moved most: [{kpi, category, raw_before, raw_after, delta}], biggest first.
+    reasons = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="acknowledged_alerts"
+    )
+    acknowledgment_note = models.TextField(blank=True)
+    follow_up = models.ForeignKey(
+        "kpis.ActionItem", null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
+    )
+
+    class Meta:
+        ordering = ["-as_of", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "model", "kind", "as_of"], name="alert_once_per_instant")
+        ]
+        indexes = [
+            models.Index(fields=["partner", "model", "kind", "as_of"], name="alert_partner_kind_time"),
+            models.Index(fields=["acknowledged_at", "as_of"], name="alert_open_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.partner_id} at {self.as_of:%Y-%m-%d}"
+
+
+class AlertDelivery(models.Model):
+    """One email of one alert to one recipient: claimed by a sender with a conditional update."""
+
+    class Mode(models.TextChoices):
+        IMMEDIATE = "immediate"
+        DIGEST = "digest"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed", "Failed permanently"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    email = models.EmailField()
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.IMMEDIATE)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "email"], name="delivery_once_per_recipient")]
+        indexes = [models.Index(fields=["status", "mode"], name="delivery_status_mode")]
+
+    def __str__(self) -> str:
+        return f"{self.email}: {self.status}"
+
+
+class AlertPreference(models.Model):
+    """How a user wants alert emails: one per alert, or one digest a day at a local hour."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="alert_preference"
+    )
+    mode = models.CharField(max_length=10, choices=AlertDelivery.Mode.choices, default=AlertDelivery.Mode.IMMEDIATE)
+    digest_hour = models.PositiveSmallIntegerField(default=8, validators=[MaxValueValidator(23)])
+    time_zone = models.CharField(max_length=64, default="UTC")
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.mode}"
+
+    def clean(self) -> None:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(self.time_zone)
+        except Exception:
+            raise ValidationError({"time_zone": f"Unknown time zone '{self.time_zone}'."})
+
+
+class AlertSubscriber(models.Model):
+    """Someone besides the partner's owner who receives a model's alerts (a user or a plain address)."""
+
+    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="subscribers")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    email = models.EmailField(blank=True, help_text="An address without a user account (immediate emails).")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(user__isnull=False) | ~Q(email=""), name="subscriber_user_or_email")
+        ]
+
+    def __str__(self) -> str:
+        return str(self.user or self.email)
