@@ -105,6 +105,7 @@ class Partner(models.Model):
             models.Index(fields=["health_score"]),
             models.Index(fields=["owner", "health_score"]),
             models.Index(fields=["tier", "type"]),
+            models.Index(fields=["name"], name="partner_name"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -201,6 +202,8 @@ class Activity(models.Model):
         indexes = [
             models.Index(fields=["partner", "occurred_at"], name="activity_partner_time"),
             models.Index(fields=["kind", "occurred_at"], name="activity_kind_time"),
+            # Support staff look events up by their id in the source system, whatever the source.
+            models.Index(fields=["external_id"], name="activity_external_id"),
         ]
 
     def __str__(self) -> str:

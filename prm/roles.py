@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from prm.models import Partner
+from prm.models import Partner, PartnerMembership
 
 CHANNEL_ADMIN = "Channel admin"
 ACCOUNT_MANAGER = "Account manager"
@@ -31,8 +31,9 @@ def partner_id_of(user) -> int | None:
     if not user.is_authenticated:
         return None
     if not hasattr(user, "_prm_partner_id"):
-        membership = type(user).partner_membership.related.related_model.objects.filter(user=user).first()
-        user._prm_partner_id = membership.partner_id if membership else None
+        user._prm_partner_id = (
+            PartnerMembership.objects.filter(user_id=user.pk).values_list("partner_id", flat=True).first()
+        )
     return user._prm_partner_id
 
 
