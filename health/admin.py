@@ -8,7 +8,16 @@ from django.db.models import F, Sum, Window
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from health.models import ScoreRun, ScoreSnapshot, ScoringComponent, ScoringModel
+from health.models import (
+    Alert,
+    AlertDelivery,
+    AlertPreference,
+    AlertSubscriber,
+    ScoreRun,
+    ScoreSnapshot,
+    ScoringComponent,
+    ScoringModel,
+)
 from prm.models import Partner
 
 
@@ -91,10 +100,18 @@ class ScoringModelForm(forms.ModelForm):
         ]
 
 
+class SubscriberInline(admin.TabularInline):
+    model = AlertSubscriber
+    extra = 0
+    raw_id_fields = ["user"]
+    verbose_name = "alert subscriber"
+    verbose_name_plural = "Alert subscribers (besides each partner's owner)"
+
+
 @admin.register(ScoringModel)
 class ScoringModelAdmin(SimpleHistoryAdmin):
     form = ScoringModelForm
-    inlines = [ComponentInline]
+    inlines = [ComponentInline, SubscriberInline]
     list_display = [
         "name",
         "is_active",
@@ -224,3 +241,124 @@ class ScoreRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class DeliveryInline(admin.TabularInline):
+    model = AlertDelivery
+    extra = 0
+    can_delete = False
+    fields = ["email", "mode", "status", "attempts", "sent_at", "last_error"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class AlertForm(forms.ModelForm):
+    acknowledge = forms.BooleanField(required=False, help_text="Mark this alert as seen and handled.")
+
+    class Meta:
+        model = Alert
+        fields = ["acknowledgment_note"]
+
+
+class AcknowledgedFilter(admin.SimpleListFilter):
+    title = "acknowledged"
+    parameter_name = "acknowledged"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Not yet"), ("yes", "Acknowledged")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(acknowledged_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    form = AlertForm
+    list_display = ["partner", "kind", "as_of", "score_display", "band", "model", "acknowledged_at", "acknowledged_by"]
+    list_filter = [AcknowledgedFilter, "kind", "band", "model"]
+    list_select_related = ["partner", "model", "acknowledged_by"]
+    search_fields = ["partner__external_id", "partner__name"]
+    show_full_result_count = False
+    inlines = [DeliveryInline]
+    readonly_fields = [
+        "partner",
+        "model",
+        "kind",
+        "as_of",
+        "score",
+        "previous_score",
+        "trend",
+        "band",
+        "reasons",
+        "acknowledged_at",
+        "acknowledged_by",
+        "follow_up",
+    ]
+    fields = readonly_fields[:9] + ["acknowledge", "acknowledgment_note"] + readonly_fields[9:]
+    actions = ["acknowledge_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Score", ordering="score")
+    def score_display(self, alert):
+        return "-" if alert.score is None else f"{alert.score:.1f}"
+
+    def save_model(self, request, obj, form, change):
+        from health.alerts import alert_acknowledge
+
+        if form.cleaned_data.get("acknowledge"):
+            alert_acknowledge(alert=obj, user=request.user, note=form.cleaned_data.get("acknowledgment_note", ""))
+
+    @admin.action(description="Acknowledge selected alerts")
+    def acknowledge_selected(self, request, queryset):
+        from health.alerts import alert_acknowledge
+
+        for alert in queryset.filter(acknowledged_at__isnull=True)[:500]:
+            alert_acknowledge(alert=alert, user=request.user)
+        self.message_user(request, "Acknowledged.", messages.SUCCESS)
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["alert", "email", "mode", "status", "attempts", "sent_at", "last_error"]
+    list_filter = ["status", "mode"]
+    list_select_related = ["alert__partner"]
+    search_fields = ["email", "alert__partner__external_id"]
+    raw_id_fields = ["alert", "user"]
+    show_full_result_count = False
+    readonly_fields = [
+        "alert",
+        "user",
+        "email",
+        "mode",
+        "status",
+        "claimed_at",
+        "claimed_by",
+        "sent_at",
+        "attempts",
+        "last_error",
+    ]
+    actions = ["retry"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Retry sending (after fixing the address or the mail server)")
+    def retry(self, request, queryset):
+        count = queryset.exclude(status=AlertDelivery.Status.SENT).update(
+            status=AlertDelivery.Status.PENDING, claimed_at=None, claimed_by=""
+        )
+        self.message_user(request, f"{count} delivery(ies) will be sent by the next sweep or `manage.py send_alerts`.")
+
+
+@admin.register(AlertPreference)
+class AlertPreferenceAdmin(admin.ModelAdmin):
+    list_display = ["user", "mode", "digest_hour", "time_zone"]
+    list_filter = ["mode"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]

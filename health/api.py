@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from celery.result import AsyncResult
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -17,7 +18,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from health.models import ScoreSnapshot, ScoringComponent, ScoringModel
+from health.alerts import alert_acknowledge
+from health.filters import AlertFilter
+from health.models import Alert, ScoreSnapshot, ScoringComponent, ScoringModel
 from health.services import model_spec, scored_partners, scores_preview, segment_filter
 from health.tasks import recompute_scores
 from kpis.registry import kpi_catalogue, kpi_evidence_url
@@ -387,3 +390,82 @@ class RecomputeStatusView(APIView):
         result = AsyncResult(str(task_id))
         payload = result.result if result.successful() else (str(result.result) if result.failed() else None)
         return Response({"task_id": str(task_id), "status": result.status, "result": payload})
+
+
+# Alerts --------------------------------------------------------------------------------------------
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    partner = serializers.CharField(source="partner.external_id")
+    partner_name = serializers.CharField(source="partner.name")
+    model = serializers.IntegerField(source="model_id")
+    acknowledged = serializers.SerializerMethodField()
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", default=None)
+    follow_up = serializers.IntegerField(source="follow_up_id", allow_null=True)
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "partner",
+            "partner_name",
+            "model",
+            "kind",
+            "as_of",
+            "score",
+            "previous_score",
+            "trend",
+            "band",
+            "reasons",
+            "created_at",
+            "acknowledged",
+            "acknowledged_at",
+            "acknowledged_by",
+            "acknowledgment_note",
+            "follow_up",
+        ]
+
+    def get_acknowledged(self, alert) -> bool:
+        return alert.acknowledged_at is not None
+
+
+class FollowUpSerializer(serializers.Serializer):
+    description = serializers.CharField(max_length=500)
+    owner = serializers.SlugRelatedField(
+        slug_field="username", queryset=get_user_model().objects.filter(is_active=True), required=False
+    )
+    due_on = serializers.DateField(required=False, allow_null=True)
+    kpi = serializers.CharField(max_length=50, required=False, allow_blank=True)
+
+
+class AcknowledgeSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    follow_up = FollowUpSerializer(required=False)
+
+
+class AlertViewSet(viewsets.ReadOnlyModelViewSet):
+    """Alerts raised by the recompute; vendor staff read and acknowledge them (partner users see none)."""
+
+    serializer_class = AlertSerializer
+    permission_classes = [permissions.IsAuthenticated, IsVendorStaff]
+    filterset_class = AlertFilter
+    ordering_fields = ["as_of", "score", "trend"]
+    ordering = ["-as_of", "-id"]
+
+    def get_queryset(self):
+        return Alert.objects.select_related("partner", "acknowledged_by")
+
+    @extend_schema(request=AcknowledgeSerializer, responses=AlertSerializer)
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        """Acknowledge the alert (the first acknowledgment stands), optionally with a follow-up action."""
+        alert = self.get_object()
+        body = AcknowledgeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        alert = alert_acknowledge(
+            alert=alert,
+            user=request.user,
+            note=body.validated_data.get("note", ""),
+            follow_up=body.validated_data.get("follow_up"),
+        )
+        return Response(AlertSerializer(alert, context={"request": request}).data)

@@ -7,6 +7,7 @@ from health import api
 
 router = SimpleRouter()
 router.register("scoring-models", api.ScoringModelViewSet, basename="scoring-model")
+router.register("alerts", api.AlertViewSet, basename="alert")
 
 urlpatterns = [
     path("partners/<str:external_id>/health/", api.PartnerHealthView.as_view(), name="partner-health"),

@@ -16,6 +16,18 @@ PERIODIC_TASKS = {
         "expire_seconds": 6 * 3600,
         "kwargs": {"trigger": "schedule"},
     },
+    "Send alert digests": {
+        "task": "health.tasks.send_alert_digests",
+        "crontab": {"minute": "0", "hour": "*"},
+        "expire_seconds": 3000,
+        "kwargs": {},
+    },
+    "Send pending alert emails": {
+        "task": "health.tasks.send_pending_alerts",
+        "every_seconds": 300,
+        "expire_seconds": 290,
+        "kwargs": {},
+    },
     "Rescore partners with new data": {
         "task": "health.tasks.recompute_pending",
         "every_seconds": 60,

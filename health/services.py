@@ -14,6 +14,7 @@ from django.db.models import Min as models_Min
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from health.alerts import alerts_record
 from health.models import PendingRecompute, RecomputeLock, ScoreRun, ScoreSnapshot, ScoringModel
 from health.scoring import ComponentSpec, ModelSpec, PartnerScore, score_population
 from kpis.registry import kpi_catalogue, kpis_compute
@@ -323,6 +324,9 @@ def _recompute_locked(
         written += len(scores)
         if model is None:
             _denormalize(model_id=model_id, as_of=as_of, run=run)
+            if run.trigger != "backfill":
+                # In the snapshot's transaction: an alert exists exactly when its snapshot does.
+                alerts_record(spec=spec, as_of=as_of, scores=scores, trends=trends)
     return written
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import smtplib
+
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils.dateparse import parse_datetime
 
+from health.alerts import PermanentDeliveryError, alert_delivery_send, alerts_send_pending, digests_send
 from health.models import ScoringModel
 from health.services import RecomputeBusy, pending_recompute, scores_recompute
 
@@ -88,3 +92,29 @@ def recompute_partitioned(
     ]
     result = chord(header)(recompute_finalize.s(as_of=as_of, model_id=model_id, trigger=trigger))
     return result.id
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(OSError, smtplib.SMTPException),
+    dont_autoretry_for=(PermanentDeliveryError,),
+    retry_backoff=settings.ALERT_RETRY_BACKOFF,
+    retry_backoff_max=3600,
+    retry_jitter=False,
+    max_retries=8,
+)
+def send_alert_delivery(self, delivery_id: int) -> bool:
+    """Send one alert email; only the caller that claims the delivery sends it, however often this runs."""
+    return alert_delivery_send(delivery_id=delivery_id)
+
+
+@shared_task(**RETRY)
+def send_pending_alerts() -> dict:
+    """Safety net: send immediate deliveries left pending (e.g. queued while the mail server was down)."""
+    return alerts_send_pending()
+
+
+@shared_task(**RETRY)
+def send_alert_digests() -> dict:
+    """Hourly: the daily digest of every user whose local digest hour it is."""
+    return digests_send()

@@ -184,6 +184,8 @@ DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", "str", default="Partner Health 
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (alerts, password reset).
 SITE_URL = _read("SITE_URL", "str", default="http://127.0.0.1:8000")
+# First retry delay (seconds, doubling each time) of an alert email after a temporary SMTP failure.
+ALERT_RETRY_BACKOFF = _read("ALERT_RETRY_BACKOFF", "int", default=30)
 
 # Security headers; `manage.py check --deploy` passes with DEBUG off.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

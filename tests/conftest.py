@@ -83,3 +83,44 @@ def api_client_for():
 @pytest.fixture
 def admin_api(api_client_for, channel_admin):
     return api_client_for(channel_admin)
+
+
+class SmtpRecorder:
+    """What the in-process SMTP server received; `refuse` queues answers to the next DATA commands."""
+
+    def __init__(self):
+        self.messages = []
+        self.refuse: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.refuse:
+            return self.refuse.pop(0)
+        self.messages.append(envelope)
+        return "250 Message accepted"
+
+    def subjects(self) -> list[str]:
+        import email
+
+        return [email.message_from_bytes(m.content)["Subject"] for m in self.messages]
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server (aiosmtpd) on a free local port, with Django's SMTP backend pointed at it."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recorder = SmtpRecorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    recorder.port = port
+    yield recorder
+    controller.stop()

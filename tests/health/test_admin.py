@@ -21,6 +21,8 @@ def form_data(model: ScoringModel, components: list[dict], **changes) -> dict:
         "drop_points": model.drop_points,
         "components-TOTAL_FORMS": len(components),
         "components-INITIAL_FORMS": 0,
+        "subscribers-TOTAL_FORMS": 0,
+        "subscribers-INITIAL_FORMS": 0,
         "components-MIN_NUM_FORMS": 0,
         "components-MAX_NUM_FORMS": 1000,
     }

@@ -1,0 +1,286 @@
+"""Web pages: Today, Portfolio (with CSV export), the partner page and its evidence, and the partner portal.
+
+Views stay thin: who may see what (prm.roles), which rows (health.selectors), what changes (services).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from functools import wraps
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.views.decorators.http import require_GET, require_POST
+
+from health import selectors
+from prm.roles import is_account_manager, is_channel_admin, is_partner_user
+
+
+def _acknowledge_service():
+    # The acknowledgment service lives with the alert services; older layouts kept it in health.services.
+    try:
+        from health.alerts import alert_acknowledge
+    except ImportError:
+        from health.services import alert_acknowledge
+    return alert_acknowledge
+
+
+def is_vendor_staff(user) -> bool:
+    return not is_partner_user(user) and (is_channel_admin(user) or is_account_manager(user) or user.is_staff)
+
+
+def staff_page(view):
+    """Signed-in vendor staff only: partner users get 404 (they have no manager pages), others 403."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if is_partner_user(request.user):
+            raise Http404("No such page.")
+        if not is_vendor_staff(request.user):
+            raise PermissionDenied("Vendor staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+# Today ---------------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def today(request):
+    if is_partner_user(request.user):
+        return redirect("portal")
+    if not is_vendor_staff(request.user):
+        raise PermissionDenied("Vendor staff only.")
+    own_first = is_account_manager(request.user) and not is_channel_admin(request.user)
+    attention = selectors.attention_today(user=request.user, now=timezone.now(), own_first=own_first)
+    return render(request, "health/today.html", {"today": attention, "nav": "today"})
+
+
+# Portfolio -----------------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("name", "Partner"),
+    ("score", "Score"),
+    ("band", "Band"),
+    ("trend", "Trend"),
+    ("tier", "Tier"),
+    ("type", "Type"),
+    ("region", "Region"),
+    ("owner", "Owner"),
+    ("status", "Status"),
+]
+
+
+def _sort_columns(current: str) -> list[dict]:
+    columns = []
+    for key, label in COLUMNS:
+        active = current.lstrip("-") == key
+        descending = active and current.startswith("-")
+        columns.append(
+            {
+                "key": key,
+                "label": label,
+                "active": active,
+                "descending": descending,
+                # A click on the sorted column reverses it; on another column sorts it ascending.
+                "next": f"-{key}" if active and not descending else key,
+            }
+        )
+    return columns
+
+
+@require_GET
+@staff_page
+def portfolio(request):
+    filterset = selectors.portfolio_filter(user=request.user, params=request.GET)
+    partners = filterset.qs
+    distribution = selectors.score_distribution(partners)
+    paginator = selectors.CountedPaginator(partners, selectors.PAGE_SIZE, count=distribution.total)
+    page = paginator.get_page(request.GET.get("page"))
+    lines = selectors.sparklines(page.object_list, now=timezone.now())
+    rows = [{"partner": partner, "sparkline": lines.get(partner.pk, [])} for partner in page.object_list]
+    ordering = request.GET.get("ordering") or selectors.DEFAULT_ORDERING
+    if filterset.form.is_valid() and filterset.form.cleaned_data.get("ordering"):
+        ordering = filterset.form.cleaned_data["ordering"][0]
+    context = {
+        "nav": "portfolio",
+        "filterset": filterset,
+        "errors": filterset.form.errors,
+        "choices": selectors.portfolio_choices(),
+        "bands": selectors.BANDS,
+        "types": selectors.Partner.Type.choices,
+        "statuses": selectors.Partner.Status.choices,
+        "distribution": distribution,
+        "page": page,
+        "rows": rows,
+        "columns": _sort_columns(ordering),
+        "filtered": any(value for name, value in request.GET.items() if name not in ("page", "ordering")),
+    }
+    return render(request, "health/portfolio.html", context)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@require_GET
+@staff_page
+def portfolio_export(request):
+    """The filtered portfolio as CSV, streamed: any size, constant memory, one query."""
+    partners = selectors.portfolio_filter(user=request.user, params=request.GET).qs
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(selectors.CSV_HEADER)
+        for row in selectors.portfolio_rows(partners):
+            yield writer.writerow(row)
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="partners-{stamp}.csv"'
+    return response
+
+
+# Partner page --------------------------------------------------------------------------------------
+
+
+def _since(request, default: datetime.datetime) -> datetime.datetime:
+    raw = request.GET.get("since") or ""
+    day = parse_date(raw)
+    if day is None:
+        return default
+    return datetime.datetime.combine(day, datetime.time.max, tzinfo=timezone.get_current_timezone())
+
+
+def _evidence_link(partner, snapshot=None):
+    """Links to the evidence page of each KPI: as of the snapshot when there is one, else now."""
+    query = "?" + urlencode({"as_of": snapshot.as_of.isoformat()}) if snapshot is not None else ""
+
+    def link(key: str) -> str:
+        return reverse("partner-evidence", args=[partner.external_id, key]) + query
+
+    return link
+
+
+class AcknowledgeForm(forms.Form):
+    note = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    follow_up = forms.CharField(
+        required=False, max_length=500, label="Follow-up action", help_text="Optional: creates an action item."
+    )
+    due_on = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+@require_GET
+@staff_page
+def partner_page(request, external_id: str):
+    partner = selectors.partner_visible(user=request.user, external_id=external_id)
+    now = timezone.now()
+    model = selectors.scoring_model_of(partner)
+    snapshot = selectors.latest_snapshot(partner, model)
+    trend_days = model.trend_days if model else 30
+    default_since = now - datetime.timedelta(days=trend_days)
+    since = _since(request, default_since)
+    components = selectors.component_rows(snapshot, model, evidence_url=_evidence_link(partner, snapshot))
+    context = {
+        "nav": "portfolio",
+        "partner": partner,
+        "model": model,
+        "snapshot": snapshot,
+        "history": selectors.score_history(partner, model, now=now),
+        "since": since.date(),
+        "change": selectors.partner_change(partner, model, since=since),
+        "components": components,
+        "categories": sorted((snapshot.category_scores if snapshot else {}).items()),
+        "kpis": selectors.partner_kpis(partner, model, as_of=now, evidence_url=_evidence_link(partner)),
+        "records": selectors.partner_records(partner),
+        "suggestions": selectors.suggested_actions(components),
+        "acknowledge_form": AcknowledgeForm(),
+        "today": now.date(),
+    }
+    return render(request, "health/partner.html", context)
+
+
+@require_POST
+@staff_page
+def alert_acknowledge(request, external_id: str, alert_id: int):
+    alert = selectors.alert_for_acknowledgment(user=request.user, external_id=external_id, alert_id=alert_id)
+    form = AcknowledgeForm(request.POST)
+    target = reverse("partner", args=[external_id]) + "#alerts"
+    if not form.is_valid():
+        messages.error(request, "The acknowledgment was not saved: " + "; ".join(form.errors.get("due_on", [])))
+        return HttpResponseRedirect(target)
+    follow_up = None
+    if form.cleaned_data["follow_up"]:
+        follow_up = {"description": form.cleaned_data["follow_up"], "due_on": form.cleaned_data["due_on"]}
+    already = alert.acknowledged_at is not None
+    _acknowledge_service()(alert=alert, user=request.user, note=form.cleaned_data["note"], follow_up=follow_up)
+    if already:
+        messages.info(request, "This alert had already been acknowledged.")
+    else:
+        messages.success(request, f"Alert of {alert.as_of:%Y-%m-%d} acknowledged.")
+    return HttpResponseRedirect(target)
+
+
+@require_GET
+@login_required
+def evidence(request, external_id: str, kpi: str):
+    """The records behind one KPI of a partner, as its evidence link selects them (staff and own partner)."""
+    partner = selectors.partner_visible(user=request.user, external_id=external_id)
+    model = selectors.scoring_model_of(partner)
+    as_of = parse_datetime(request.GET.get("as_of") or "")
+    if as_of is None or timezone.is_naive(as_of):
+        as_of = timezone.now()
+    window_days = model.window_days if model else 90
+    found = selectors.kpi_evidence(user=request.user, partner=partner, key=kpi, as_of=as_of, window_days=window_days)
+    if found is None:
+        raise Http404("This KPI has no evidence list.")
+    context = {
+        "nav": "portal" if is_partner_user(request.user) else "portfolio",
+        "partner": partner,
+        "evidence": found,
+        "as_of": as_of,
+        "window_days": window_days,
+        "back": reverse("portal") if is_partner_user(request.user) else reverse("partner", args=[external_id]),
+    }
+    return render(request, "health/evidence.html", context)
+
+
+# Partner portal ------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def portal(request):
+    if not is_partner_user(request.user):
+        return redirect("today")
+    partner = selectors.partner_of_user(request.user)
+    if partner is None:
+        raise Http404("No partner.")
+    now = timezone.now()
+    model = selectors.scoring_model_of(partner)
+    snapshot = selectors.latest_snapshot(partner, model)
+    components = selectors.component_rows(snapshot, model, evidence_url=_evidence_link(partner, snapshot))
+    context = {
+        "nav": "portal",
+        "partner": partner,
+        "model": model,
+        "snapshot": snapshot,
+        "history": selectors.score_history(partner, model, now=now),
+        "components": components,
+        "categories": sorted((snapshot.category_scores if snapshot else {}).items()),
+        "next_band": selectors.next_band(snapshot, model, components),
+    }
+    return render(request, "health/portal.html", context)
