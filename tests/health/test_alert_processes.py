@@ -4,8 +4,6 @@ retrying an email after a temporary SMTP failure."""
 import datetime
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,7 +15,7 @@ from health.models import Alert, AlertDelivery, ScoreRun, ScoreSnapshot
 from health.services import scores_recompute
 from health.tasks import recompute_scores, send_alert_delivery
 from tests.factories import ActivityFactory, PartnerFactory, UserFactory, kind
-from tests.health.alert_support import T0, score_at, score_equals_logins_model
+from tests.health.alert_support import T0, score_at, score_equals_logins_model, start_worker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -25,35 +23,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-def start_worker(tmp_path, queue: str, **env) -> subprocess.Popen:
-    log = open(tmp_path / f"worker-{queue}.log", "a")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "prm",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            queue,
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ],
-        env={
-            **os.environ,
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-            "CELERY_BROKER_URL": os.environ["PRM_TEST_REDIS"],
-            **env,
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def slow_snapshot_inserts(seconds: float) -> None:
@@ -133,7 +102,9 @@ def test_overlapping_scheduled_runs_produce_one_set_of_alerts():
     partners = [PartnerFactory(owner=UserFactory(username=f"cam{i}", email=f"cam{i}@vendor.example")) for i in range(3)]
     A = T0 + datetime.timedelta(days=1)
     for partner in partners:  # 10 logins: a score of 10, below the threshold of 40, first snapshot
-        ActivityFactory(partner=partner, kind=kind("portal_login"), quantity=10, occurred_at=A - datetime.timedelta(hours=1))
+        ActivityFactory(
+            partner=partner, kind=kind("portal_login"), quantity=10, occurred_at=A - datetime.timedelta(hours=1)
+        )
     slow_snapshot_inserts(2)
     outcomes = []
 

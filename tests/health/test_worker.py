@@ -1,18 +1,15 @@
 """A real Celery worker process consumes a recompute from Redis, exactly once."""
 
 import datetime
-import os
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
-from django.db import connection
 
 from health.models import ScoreRun, ScoreSnapshot
 from health.tasks import recompute_scores
 from tests.factories import PartnerFactory
+from tests.health.alert_support import start_worker
 
 A = datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC)
 
@@ -24,32 +21,7 @@ A = datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC)
 def test_worker_consumes_recompute_from_redis_once(tmp_path):
     partners = [PartnerFactory() for _ in range(3)]
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-        "CELERY_BROKER_URL": os.environ["PRM_TEST_REDIS"],
-    }
-    log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "prm",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            queue,
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_worker(tmp_path, queue)
     try:
         result = recompute_scores.apply_async(kwargs={"as_of": A.isoformat(), "trigger": "api"}, queue=queue)
         payload = result.get(timeout=120)
@@ -60,5 +32,4 @@ def test_worker_consumes_recompute_from_redis_once(tmp_path):
     finally:
         worker.terminate()
         worker.wait(30)
-        log.close()
-    assert "succeeded" in (tmp_path / "worker.log").read_text()
+    assert "succeeded" in (tmp_path / f"worker-{queue}.log").read_text()
