@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
@@ -303,23 +304,22 @@ def _recompute_locked(
         if partners is not None:
             existing = existing.filter(partner_id__in=partner_ids)
         existing.delete()
-        ScoreSnapshot.objects.bulk_create(
+        _snapshots_write(
             (
-                ScoreSnapshot(
-                    partner_id=pid,
-                    model_id=model_id,
-                    as_of=as_of,
-                    score=result.score,
-                    band=result.band,
-                    trend=trends.get(pid),
-                    category_scores=result.category_scores,
-                    components=result.components,
-                    window_days=spec.window_days,
-                    run=run,
+                (
+                    pid,
+                    model_id,
+                    as_of,
+                    result.score,
+                    result.band,
+                    trends.get(pid),
+                    result.category_scores,
+                    result.components,
+                    spec.window_days,
+                    run.pk,
                 )
                 for pid, result in scores.items()
-            ),
-            batch_size=SNAPSHOT_BATCH,
+            )
         )
         written += len(scores)
         if model is None:
@@ -330,8 +330,68 @@ def _recompute_locked(
     return written
 
 
+_SNAPSHOT_COLUMNS = (
+    "partner_id",
+    "model_id",
+    "as_of",
+    "score",
+    "band",
+    "trend",
+    "category_scores",
+    "components",
+    "window_days",
+    "run_id",
+)
+
+
+def _snapshots_write(rows: Iterable[tuple]) -> None:
+    """Store snapshot rows (values in _SNAPSHOT_COLUMNS order): COPY on PostgreSQL, batched INSERTs elsewhere.
+
+    At 100,000 partners, COPY writes the snapshots several times faster than multi-row INSERTs.
+    """
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        ScoreSnapshot.objects.bulk_create(
+            (ScoreSnapshot(**dict(zip(_SNAPSHOT_COLUMNS, row, strict=True)), created_at=now) for row in rows),
+            batch_size=SNAPSHOT_BATCH,
+        )
+        return
+    statement = f"COPY {ScoreSnapshot._meta.db_table} ({', '.join(_SNAPSHOT_COLUMNS)}, created_at) FROM STDIN"
+    dumps = json.dumps
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for pid, model_id, as_of, score, band, trend, categories, components, window_days, run_id in rows:
+            copy.write_row(
+                (
+                    pid,
+                    model_id,
+                    as_of,
+                    score,
+                    band,
+                    trend,
+                    dumps(categories),
+                    dumps(components),
+                    window_days,
+                    run_id,
+                    now,
+                )
+            )
+
+
 def _denormalize(*, model_id: int, as_of: datetime.datetime, run: ScoreRun) -> None:
     """Copy this run's snapshots onto the partner rows, unless a partner already shows a later score."""
+    if connection.vendor == "postgresql":
+        # One UPDATE ... FROM join instead of five correlated subqueries per row.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""UPDATE {Partner._meta.db_table} AS p
+                       SET health_score = s.score, health_band = s.band, health_trend = s.trend,
+                           health_as_of = s.as_of, health_model_id = s.model_id
+                      FROM {ScoreSnapshot._meta.db_table} AS s
+                     WHERE s.run_id = %s AND s.model_id = %s AND s.partner_id = p.id
+                       AND (p.health_as_of IS NULL OR p.health_as_of <= s.as_of)""",
+                [run.pk, model_id],
+            )
+        return
     snapshot = ScoreSnapshot.objects.filter(partner=OuterRef("pk"), model_id=model_id, as_of=as_of)
     Partner.objects.filter(pk__in=ScoreSnapshot.objects.filter(run=run, model_id=model_id).values("partner_id")).filter(
         Q(health_as_of__isnull=True) | Q(health_as_of__lte=as_of)
