@@ -5,6 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 NO_DATA, HEALTHY, WATCH, AT_RISK = "no_data", "healthy", "watch", "at_risk"
 
@@ -114,43 +115,54 @@ def score_population(
         for c in spec.components
         if c.method == "percentile"
     }
+    missing_scores = {"zero": 0.0, "neutral": 50.0}
+    # Everything that does not depend on the partner, resolved once per component.
+    plan = []
+    for c in spec.components:
+        if c.method == "target":
+            normalize = partial(normalize_target, target=c.target, direction=c.direction)
+        elif c.method == "range":
+            normalize = partial(normalize_range, lower=c.lower, upper=c.upper, direction=c.direction)
+        else:
+            normalize = partial(percentiles[c.kpi].normalize, direction=c.direction)
+        plan.append((c.kpi, c.category, c.weight, raw.get(c.kpi, {}), normalize, missing_scores.get(c.missing)))
+    categories = list(dict.fromkeys(c.category for c in spec.components))
+    band_for = spec.band_for
+
     results: dict[int, PartnerScore] = {}
     for partner_id in partner_ids:
         rows = []
-        for component in spec.components:
-            value = raw.get(component.kpi, {}).get(partner_id)
-            if value is None:
-                normalized = {"zero": 0.0, "neutral": 50.0}.get(component.missing)
-            elif component.method == "target":
-                normalized = normalize_target(value, component.target, component.direction)
-            elif component.method == "range":
-                normalized = normalize_range(value, component.lower, component.upper, component.direction)
-            else:
-                normalized = percentiles[component.kpi].normalize(value, component.direction)
-            rows.append((component, value, normalized))
-
-        included_weight = sum(c.weight for c, _, s in rows if s is not None)
-        score = weighted((c.weight, s) for c, _, s in rows if s is not None)
-        categories: dict[str, list[tuple[float, float]]] = {}
-        for component, _, normalized in rows:
-            pairs = categories.setdefault(component.category, [])
+        included_weight = weighted_sum = 0.0
+        category_weight = dict.fromkeys(categories, 0.0)
+        category_sum = dict.fromkeys(categories, 0.0)
+        for kpi, category, weight, values, normalize, if_missing in plan:
+            value = values.get(partner_id)
+            normalized = if_missing if value is None else normalize(value)
+            rows.append((kpi, category, weight, value, normalized))
             if normalized is not None:
-                pairs.append((component.weight, normalized))
+                included_weight += weight
+                weighted_sum += weight * normalized
+                category_weight[category] += weight
+                category_sum[category] += weight * normalized
+        score = weighted_sum / included_weight if included_weight else None
         results[partner_id] = PartnerScore(
             score=score,
-            band=spec.band_for(score),
-            category_scores={category: weighted(pairs) for category, pairs in categories.items()},
+            band=band_for(score),
+            category_scores={
+                category: category_sum[category] / category_weight[category] if category_weight[category] else None
+                for category in categories
+            },
             components=[
                 {
-                    "kpi": component.kpi,
-                    "category": component.category,
+                    "kpi": kpi,
+                    "category": category,
                     "raw": value,
                     "normalized": normalized,
-                    "weight": component.weight,
-                    "contribution": component.weight * normalized / included_weight if normalized is not None else 0.0,
+                    "weight": weight,
+                    "contribution": weight * normalized / included_weight if normalized is not None else 0.0,
                     "included": normalized is not None,
                 }
-                for component, value, normalized in rows
+                for kpi, category, weight, value, normalized in rows
             ],
         )
     return results
