@@ -7,6 +7,8 @@ import json
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from kpis.periodic import PERIODIC_TASKS as KPI_PERIODIC_TASKS
+
 # name -> (task, schedule, expires in seconds, kwargs). Schedules are only the defaults: once installed,
 # admins edit them in the admin (Periodic tasks) and installing again leaves their edits alone.
 PERIODIC_TASKS = {
@@ -35,6 +37,10 @@ PERIODIC_TASKS = {
         "kwargs": {},
     },
 }
+
+
+# Health sits at the top of the data flow, so it gathers every app's periodic tasks in one place.
+PERIODIC_TASKS.update(KPI_PERIODIC_TASKS)
 
 
 @transaction.atomic

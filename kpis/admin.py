@@ -1,15 +1,22 @@
-"""Admin console of the kpis app: custom KPIs, business reviews (with action items) and action items."""
+"""Admin console of the kpis app: custom KPIs, targets (CSV import), reviews, action items and read-only records.
+
+Closed periods, tier changes (the tier review approves them) and review reminders are written by the
+application and only listed here.
+"""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
-from kpis.models import ActionItem, BusinessReview, CustomKpi
+from kpis.models import ActionItem, BusinessReview, CustomKpi, KpiPeriodSnapshot, KpiTarget, ReviewReminder, TierChange
+from kpis.registry import kpi_catalogue
 from prm.admin import ScopedAdmin
+from prm.admin_import import CsvImportAdminMixin
 
 
 @admin.register(CustomKpi)
@@ -116,3 +123,70 @@ class ActionItemAdmin(ScopedAdmin):
     def save_model(self, request, obj, form, change):
         obj.set_status(obj.status, at=timezone.now())
         super().save_model(request, obj, form, change)
+
+
+class KpiTargetForm(forms.ModelForm):
+    class Meta:
+        model = KpiTarget
+        fields = ("kpi", "period", "tier", "partner", "value")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A list of the catalogue rather than a free text box: a mistyped key would target nothing.
+        self.fields["kpi"] = forms.ChoiceField(
+            choices=[(key, f"{kpi.label} ({key})") for key, kpi in kpi_catalogue().items()],
+            help_text="The KPI this target is for.",
+        )
+
+
+@admin.register(KpiTarget)
+class KpiTargetAdmin(CsvImportAdminMixin, SimpleHistoryAdmin):
+    import_kind = "targets"
+    form = KpiTargetForm
+    list_display = ("kpi", "period", "tier", "partner", "value", "updated_at")
+    list_select_related = ("tier", "partner")
+    list_filter = ("period", "kpi", "tier")
+    search_fields = ("kpi", "period", "partner__external_id", "partner__name")
+    autocomplete_fields = ("partner",)
+    ordering = ("-period", "kpi", "tier__rank", "partner__name")
+
+
+class ReadOnlyAdmin(ScopedAdmin):
+    """Records written by the application only: listed and shown, never added or edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(KpiPeriodSnapshot)
+class KpiPeriodSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ("partner", "period", "as_of", "tier", "health_score", "created_at")
+    list_select_related = ("partner", "tier")
+    list_filter = ("period",)
+    search_fields = ("partner__external_id", "partner__name")
+    ordering = ("-period", "partner__name")
+    show_facets = admin.ShowFacets.NEVER
+
+
+@admin.register(TierChange)
+class TierChangeAdmin(ReadOnlyAdmin):
+    list_display = ("partner", "from_tier", "to_tier", "approved_by_name", "approved_at", "reason")
+    list_select_related = ("partner", "from_tier", "to_tier")
+    list_filter = ("to_tier", "approved_at")
+    search_fields = ("partner__external_id", "partner__name", "reason")
+    date_hierarchy = "approved_at"
+
+    def has_delete_permission(self, request, obj=None):
+        # The record of who approved what stays.
+        return False
+
+
+@admin.register(ReviewReminder)
+class ReviewReminderAdmin(ReadOnlyAdmin):
+    list_display = ("partner", "owner", "due_since", "last_review_on", "status", "sent_at", "attempts", "last_error")
+    list_select_related = ("partner", "owner")
+    list_filter = ("status", "due_since")
+    search_fields = ("partner__external_id", "partner__name", "owner__username")

@@ -1,21 +1,25 @@
-"""REST API v1 of the kpis app: the KPI catalogue and business reviews with their action items."""
+"""REST API v1 of the kpis app: the KPI catalogue, a partner's KPIs of a period against targets, business reviews."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import DjangoModelPermissions
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from kpis.filters import BusinessReviewFilter
 from kpis.models import ActionItem, Better, BusinessReview, KpiCategory, KpiUnit, period_validator
+from kpis.periods import Period, PeriodError
 from kpis.registry import BUILT_IN_KPIS, kpi_catalogue
-from kpis.selectors import reviews_visible_to
+from kpis.selectors import partner_kpi_table, reviews_visible_to
 from kpis.services import review_create, review_update
 from prm.roles import visible_partners
 
@@ -62,11 +66,28 @@ class KpiViewSet(viewsets.GenericViewSet):
 
 class ActionItemSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True)
+    overdue = serializers.SerializerMethodField(help_text="Still open after its due date.")
 
     class Meta:
         model = ActionItem
-        fields = ["id", "description", "owner", "due_on", "kpi", "target_value", "status", "completed_at", "created_at"]
+        fields = [
+            "id",
+            "description",
+            "owner",
+            "due_on",
+            "kpi",
+            "target_value",
+            "status",
+            "completed_at",
+            "created_at",
+            "overdue",
+        ]
         read_only_fields = fields
+
+    def get_overdue(self, item: ActionItem) -> bool:
+        if "today" not in self.context:
+            self.context["today"] = timezone.localdate()
+        return item.status == ActionItem.Status.OPEN and item.due_on is not None and item.due_on < self.context["today"]
 
 
 class BusinessReviewSerializer(serializers.ModelSerializer):
@@ -223,3 +244,80 @@ class BusinessReviewViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from exc
         return self._respond(review.pk)
+
+
+# A partner's KPIs of a period ---------------------------------------------------------------------------
+
+
+class PartnerKpiSerializer(serializers.Serializer):
+    kpi = serializers.CharField(source="kpi.key", help_text="Key of the KPI in the catalogue.")
+    label = serializers.CharField(source="kpi.label")
+    # Plain strings here: the enums are documented once, on the catalogue (GET /kpis/).
+    category = serializers.CharField(source="kpi.category", help_text="The KPI's category, as in the catalogue.")
+    unit = serializers.CharField(source="kpi.unit", help_text="The KPI's unit, as in the catalogue.")
+    better = serializers.ChoiceField(source="kpi.better", choices=Better.choices)
+    value = serializers.FloatField(allow_null=True, help_text="This period's value (period-to-date while open).")
+    previous_value = serializers.FloatField(source="previous", allow_null=True, help_text="The previous period's.")
+    target = serializers.FloatField(source="target.value", allow_null=True, default=None)
+    target_source = serializers.ChoiceField(
+        source="target.source",
+        choices=[("partner", "The partner's own target"), ("tier", "Its tier's default target")],
+        allow_null=True,
+        default=None,
+    )
+    attainment = serializers.FloatField(
+        allow_null=True,
+        help_text="value / target (target / value when lower is better); null without both or when undefined.",
+    )
+    met = serializers.BooleanField(allow_null=True, help_text="Whether the value meets the target (null without both).")
+    trend = serializers.FloatField(source="change", allow_null=True, help_text="value - previous_value.")
+    direction = serializers.ChoiceField(
+        choices=[("improving", "Improving"), ("worsening", "Worsening"), ("steady", "Steady")],
+        allow_null=True,
+        help_text="Whether the change is for the better, given the KPI's direction.",
+    )
+
+
+class PartnerKpisSerializer(serializers.Serializer):
+    partner = serializers.CharField(source="partner.external_id")
+    period = serializers.CharField(source="period.key")
+    previous_period = serializers.CharField(source="previous_period.key")
+    start = serializers.DateTimeField(source="period.start", help_text="The period's first instant.")
+    end = serializers.DateTimeField(source="period.end", help_text="The first instant after the period.")
+    as_of = serializers.DateTimeField(help_text="The instant the values are measured at.")
+    closed = serializers.BooleanField(help_text="The period has ended; its values are stored and no longer change.")
+    kpis = PartnerKpiSerializer(source="lines", many=True)
+
+
+class PartnerKpisView(APIView):
+    """A partner's KPI values of a period with their targets, attainment, previous period and trend."""
+
+    @extend_schema(
+        summary="A partner's KPIs of a period against targets",
+        parameters=[
+            OpenApiParameter(
+                "period",
+                OpenApiTypes.STR,
+                description="A quarter (2026-Q3) or a month (2026-07); default the current quarter.",
+            ),
+            OpenApiParameter("kpi", OpenApiTypes.STR, description="Only these KPIs (keys, comma-separated)."),
+        ],
+        responses=PartnerKpisSerializer,
+    )
+    def get(self, request, external_id: str):
+        partner = get_object_or_404(visible_partners(request.user), external_id=external_id)
+        raw = request.query_params.get("period") or ""
+        try:
+            period = Period.parse(raw) if raw else Period.current()
+        except PeriodError as exc:
+            raise serializers.ValidationError({"period": [str(exc)]}) from exc
+        if not period.has_started():
+            raise serializers.ValidationError({"period": [f"{period} has not started yet."]})
+        keys = [key for key in (request.query_params.get("kpi") or "").split(",") if key.strip()]
+        if keys:
+            catalogue = kpi_catalogue()
+            unknown = [key for key in keys if key not in catalogue]
+            if unknown:
+                raise serializers.ValidationError({"kpi": [f"Unknown KPI(s): {', '.join(unknown)}."]})
+        table = partner_kpi_table(partner=partner, period=period, keys=[key.strip() for key in keys] or None)
+        return Response(PartnerKpisSerializer(table).data)

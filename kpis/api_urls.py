@@ -3,10 +3,13 @@
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from kpis.api import BusinessReviewViewSet, KpiViewSet
+from kpis.api import BusinessReviewViewSet, KpiViewSet, PartnerKpisView
 
 router = SimpleRouter()
 router.register("kpis", KpiViewSet, basename="kpi")
 router.register("reviews", BusinessReviewViewSet, basename="review")
 
-urlpatterns = [path("", include(router.urls))]
+urlpatterns = [
+    path("partners/<str:external_id>/kpis/", PartnerKpisView.as_view(), name="partner-kpis"),
+    path("", include(router.urls)),
+]

@@ -550,12 +550,20 @@ class _Window:
     date: datetime.date  # A's date in the project's time zone
 
 
-def _window(as_of: datetime.datetime, window_days: int) -> _Window:
+def _window(as_of: datetime.datetime, window_days: int | datetime.timedelta) -> _Window:
     if timezone.is_naive(as_of):
         raise ValueError("as_of must be timezone-aware")
-    if window_days < 1:
-        raise ValueError("window_days must be at least 1")
-    width = datetime.timedelta(days=window_days)
+    # Arithmetic in UTC: Python subtracts within one zone by wall clock, across a daylight-saving change.
+    as_of = as_of.astimezone(datetime.UTC)
+    if isinstance(window_days, datetime.timedelta):
+        # A calendar period's exact length (kpis.periods), which a daylight-saving change makes uneven.
+        width = window_days
+        if width <= datetime.timedelta(0):
+            raise ValueError("the window must be longer than zero")
+    else:
+        if window_days < 1:
+            raise ValueError("window_days must be at least 1")
+        width = datetime.timedelta(days=window_days)
     return _Window(
         as_of=as_of,
         start=as_of - width,
@@ -696,11 +704,13 @@ def kpis_compute(
     *,
     keys: Collection[str],
     as_of: datetime.datetime,
-    window_days: int,
+    window_days: int | datetime.timedelta,
     partners: QuerySet[Partner],
     catalogue: Mapping[str, Kpi] | None = None,
 ) -> dict[str, dict[int, float | None]]:
     """Raw values of the requested KPIs for every partner of `partners`: result[key][partner_id].
+
+    `window_days` is W in days, or a timedelta for a window of any exact length (a calendar period).
 
     A constant number of queries whatever the number of partners: one for the partners, then one
     per table the requested KPIs read (activities, latest activity values, deals, certifications,
@@ -764,7 +774,7 @@ def kpi_evidence_url(
     *,
     partner_external_id: str,
     as_of: datetime.datetime,
-    window_days: int,
+    window_days: int | datetime.timedelta,
     catalogue: Mapping[str, Kpi] | None = None,
 ) -> str | None:
     """Path and query of the API list of the very records behind a raw value.

@@ -184,6 +184,10 @@ DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", "str", default="Partner Health 
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (alerts, password reset).
 SITE_URL = _read("SITE_URL", "str", default="http://127.0.0.1:8000")
+# Tier reviews: closed quarters in a row below a tier before a downgrade is suggested.
+KPI_TIER_GRACE_PERIODS = _read("KPI_TIER_GRACE_PERIODS", "int", default=2)
+# Days without a business review before the partner's owner is reminded.
+KPI_REVIEW_REMINDER_DAYS = _read("KPI_REVIEW_REMINDER_DAYS", "int", default=100)
 # First retry delay (seconds, doubling each time) of an alert email after a temporary SMTP failure.
 ALERT_RETRY_BACKOFF = _read("ALERT_RETRY_BACKOFF", "int", default=30)
 
@@ -261,6 +265,8 @@ SPECTACULAR_SETTINGS = {
         "ActivityKindUnitEnum": "prm.models.ActivityKind.Unit",
         "KpiBetterEnum": "kpis.models.Better",
         "ActionItemStatusEnum": "kpis.models.ActionItem.Status",
+        "KpiCategoryEnum": "kpis.models.KpiCategory",
+        "KpiUnitEnum": "kpis.models.KpiUnit",
     },
 }
 

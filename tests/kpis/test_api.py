@@ -291,3 +291,30 @@ def test_action_items_need_their_own_permission(api_client_for, partner_a):
     assert response.status_code == 201
     added = client.patch(f"/api/v1/reviews/{response.json()['id']}/", {"action_items": [{"description": "x"}]})
     assert added.status_code == 403 and not ActionItem.objects.exists()
+
+
+def test_reviews_api_flags_overdue_items(admin_api, partner_a, manager):
+    review = review_create(
+        partner=partner_a,
+        period="2026-Q3",
+        held_on=datetime.date(2026, 9, 20),
+        action_items=[
+            {"description": "Late", "due_on": NOW.date() - datetime.timedelta(days=1)},
+            {"description": "Later", "due_on": NOW.date() + datetime.timedelta(days=1)},
+            {"description": "Done", "due_on": NOW.date() - datetime.timedelta(days=1), "status": "done"},
+        ],
+    )
+    with time_machine.travel(NOW, tick=False):
+        body = admin_api.get(f"/api/v1/reviews/{review.pk}/").json()
+    assert [(item["description"], item["overdue"]) for item in body["action_items"]] == [
+        ("Late", True),
+        ("Later", False),
+        ("Done", False),
+    ]
+
+
+def test_reviews_filter_by_period(admin_api, partner_a):
+    q2 = review_create(partner=partner_a, period="2026-Q2", held_on=datetime.date(2026, 7, 2))
+    review_create(partner=partner_a, period="2026-Q3", held_on=datetime.date(2026, 10, 2))
+    body = admin_api.get("/api/v1/reviews/", {"period": "2026-Q2"}).json()
+    assert [review["id"] for review in body["results"]] == [q2.pk]
