@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 # A claim older than this is taken to belong to a sender that died mid-send.
 STALE_CLAIM = datetime.timedelta(minutes=10)
 TOP_REASONS = 3
+SEND_CHUNK = 200
 
 
 class PermanentDeliveryError(Exception):
@@ -196,10 +197,11 @@ def alerts_record(
     if immediate:
 
         def queue():
-            from health.tasks import send_alert_delivery
+            from health.tasks import send_alert_deliveries
 
-            for delivery_id in immediate:
-                send_alert_delivery.delay(delivery_id)
+            # One message per chunk: a first run can raise tens of thousands of alerts at once.
+            for start in range(0, len(immediate), SEND_CHUNK):
+                send_alert_deliveries.delay(immediate[start : start + SEND_CHUNK])
 
         transaction.on_commit(queue)
     return alerts

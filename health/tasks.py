@@ -109,6 +109,21 @@ def send_alert_delivery(self, delivery_id: int) -> bool:
 
 
 @shared_task(**RETRY)
+def send_alert_deliveries(delivery_ids: list[int]) -> dict:
+    """Send a chunk of alert emails; one that fails for now is retried on its own, with backoff."""
+    sent = retried = failed = 0
+    for delivery_id in delivery_ids:
+        try:
+            sent += alert_delivery_send(delivery_id=delivery_id)
+        except PermanentDeliveryError:
+            failed += 1
+        except (OSError, smtplib.SMTPException):
+            send_alert_delivery.apply_async(args=[delivery_id], countdown=settings.ALERT_RETRY_BACKOFF)
+            retried += 1
+    return {"sent": sent, "retried": retried, "failed": failed}
+
+
+@shared_task(**RETRY)
 def send_pending_alerts() -> dict:
     """Safety net: send immediate deliveries left pending (e.g. queued while the mail server was down)."""
     return alerts_send_pending()

@@ -236,3 +236,16 @@ def test_alerts_api(api_client_for, model, owner, manager, partner_user_a, partn
     partner_client = api_client_for(partner_user_a)
     assert partner_client.get(f"/api/v1/alerts/{alert_id}/").status_code in (403, 404)
     assert partner_client.post(f"/api/v1/alerts/{alert_id}/acknowledge/", {}, format="json").status_code in (403, 404)
+
+
+def test_chunked_sending_sends_each_once_and_retries_a_failure_alone(model, smtp_server):
+    from health.tasks import send_alert_deliveries
+
+    for i in range(3):
+        score_at(PartnerFactory(owner=UserFactory(username=f"o{i}", email=f"o{i}@vendor.example")), 10, T0)
+    ids = list(AlertDelivery.objects.order_by("id").values_list("id", flat=True))
+    smtp_server.refuse.append("451 4.3.0 Try again later")
+    assert send_alert_deliveries(ids) == {"sent": 2, "retried": 1, "failed": 0}
+    assert send_alert_deliveries(ids) == {"sent": 1, "retried": 0, "failed": 0}  # the retry, and no duplicate
+    assert len(smtp_server.messages) == 3
+    assert set(AlertDelivery.objects.values_list("status", flat=True)) == {"sent"}
