@@ -10,10 +10,12 @@ from types import SimpleNamespace
 from urllib.parse import parse_qsl, urlsplit
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import (
     Avg,
     Case,
+    CharField,
     Count,
     DateTimeField,
     DurationField,
@@ -33,7 +35,7 @@ from django.shortcuts import get_object_or_404
 from django.utils.functional import cached_property
 
 from health.models import Alert, ScoreSnapshot, ScoringModel
-from health.services import ScoreChange, component_changes, score_change
+from health.services import ScoreChange, component_changes
 from kpis.filters import BusinessReviewFilter
 from kpis.models import ActionItem, BusinessReview
 from kpis.registry import Kpi, kpi_catalogue, kpi_evidence_url, kpis_compute
@@ -117,20 +119,56 @@ class FilterChoices:
     regions: list[str]
 
 
+REGIONS_CACHE_KEY = "health:portfolio:regions"
+# Regions are read by a scan of every partner; the menu may lag a new region by this long.
+REGIONS_CACHE_SECONDS = 300
+
+
 def portfolio_choices() -> FilterChoices:
-    """Values offered by the portfolio's filter menus (three small queries, whatever the program's size)."""
+    """Values offered by the portfolio's filter menus: tiers and owners (two small queries) and the regions
+    in use (one scan of the partners, cached for a few minutes)."""
     owners = (
         get_user_model()
         .objects.filter(Exists(Partner.objects.filter(owner=OuterRef("pk"))))
         .order_by("username")
         .values_list("username", flat=True)
     )
-    regions = Partner.objects.exclude(region="").order_by("region").values_list("region", flat=True).distinct()
+    regions = cache.get(REGIONS_CACHE_KEY)
+    if regions is None:
+        regions = list(
+            Partner.objects.exclude(region="").order_by("region").values_list("region", flat=True).distinct()
+        )
+        cache.set(REGIONS_CACHE_KEY, regions, REGIONS_CACHE_SECONDS)
     return FilterChoices(
         tiers=list(Tier.objects.order_by("rank", "name").values_list("slug", "name")),
         owners=list(owners),
-        regions=list(regions),
+        regions=regions,
     )
+
+
+# Filters that no index serves: evaluated once, then the matching partners are read by primary key.
+SCAN_ONCE_FILTERS = ("search",)
+SCAN_ONCE_LIMIT = 5000
+
+
+def portfolio_partners(filterset: PortfolioFilter) -> QuerySet[Partner]:
+    """The filtered, sorted partners. A search scans every name once for the matching ids (when they are
+    few), so that the distribution and the page then read those partners by primary key instead of
+    scanning again."""
+    partners = filterset.qs  # validates the form: cleaned_data holds every valid filter
+    if not any(filterset.form.cleaned_data.get(name) for name in SCAN_ONCE_FILTERS):
+        return partners
+    ids = list(partners.order_by().values_list("pk", flat=True)[: SCAN_ONCE_LIMIT + 1])
+    if len(ids) > SCAN_ONCE_LIMIT:
+        return partners
+    return Partner.objects.filter(pk__in=ids).select_related("tier", "owner").order_by(*partners.query.order_by)
+
+
+def page_partners(page) -> list[Partner]:
+    """The partners of one page: their ids sorted first (a narrow sort, no joins), then their rows."""
+    ids = list(page.object_list.values_list("pk", flat=True))
+    rows = Partner.objects.filter(pk__in=ids).select_related("tier", "owner").in_bulk()
+    return [rows[pk] for pk in ids]
 
 
 @dataclass
@@ -155,7 +193,7 @@ def score_distribution(partners: QuerySet[Partner]) -> Distribution:
         partners.order_by()
         .annotate(bucket=Least(Floor(F("health_score") / 10), Value(9.0)))
         .values("bucket", "health_band")
-        .annotate(partners=Count("id"))
+        .annotate(partners=Count("*"))
     )
     bands = dict.fromkeys(BANDS, 0)
     buckets = [dict.fromkeys(BANDS[:3], 0) for _ in range(10)]
@@ -282,7 +320,10 @@ def scoring_model_of(partner: Partner) -> ScoringModel | None:
 def latest_snapshot(partner: Partner, model: ScoringModel | None) -> ScoreSnapshot | None:
     if model is None:
         return None
-    return ScoreSnapshot.objects.filter(partner=partner, model=model).order_by("-as_of").first()
+    snapshot = ScoreSnapshot.objects.filter(partner=partner, model=model).order_by("-as_of").first()
+    if snapshot is not None:
+        snapshot.partner = partner  # already loaded: spares a query wherever the snapshot names its partner
+    return snapshot
 
 
 @dataclass
@@ -333,12 +374,13 @@ def partner_kpis(
     *,
     as_of: datetime.datetime,
     evidence_url: Callable[[str], str],
+    catalogue: Mapping[str, Kpi] | None = None,
 ) -> list[KpiRow]:
     """Every KPI of the catalogue for one partner now, beside the model's component for it if any.
 
-    A constant number of queries: the custom KPIs, then one per table the catalogue reads.
+    A constant number of queries: the custom KPIs (unless `catalogue` is given), then one per table read.
     """
-    catalogue = kpi_catalogue()
+    catalogue = catalogue if catalogue is not None else kpi_catalogue()
     window_days = model.window_days if model else 90
     values = kpis_compute(
         keys=list(catalogue),
@@ -392,7 +434,11 @@ class ComponentRow:
 
 
 def component_rows(
-    snapshot: ScoreSnapshot | None, model: ScoringModel | None, *, evidence_url: Callable[[str], str]
+    snapshot: ScoreSnapshot | None,
+    model: ScoringModel | None,
+    *,
+    evidence_url: Callable[[str], str],
+    catalogue: Mapping[str, Kpi] | None = None,
 ) -> list[ComponentRow]:
     """The snapshot's components with labels, shares and the gain to full marks.
 
@@ -401,7 +447,7 @@ def component_rows(
     """
     if snapshot is None:
         return []
-    catalogue = kpi_catalogue()
+    catalogue = catalogue if catalogue is not None else kpi_catalogue()
     specs = {c.kpi: c for c in model.components.all()} if model else {}
     total_weight = sum(float(c["weight"]) for c in snapshot.components) or 1.0
     included_weight = sum(float(c["weight"]) for c in snapshot.components if c.get("included")) or 1.0
@@ -528,11 +574,26 @@ def next_band(snapshot: ScoreSnapshot | None, model: ScoringModel | None, compon
     )
 
 
-def partner_change(partner: Partner, model: ScoringModel | None, *, since: datetime.datetime) -> ScoreChange | None:
-    """What moved the score between the latest snapshot at `since` and the latest one now (two queries)."""
+def partner_change(
+    partner: Partner,
+    model: ScoringModel | None,
+    *,
+    since: datetime.datetime,
+    latest: ScoreSnapshot | None,
+    catalogue: Mapping[str, Kpi] | None = None,
+) -> ScoreChange | None:
+    """What moved the score between the latest snapshot at `since` and the latest one (already read), as
+    health.services.score_change measures it, in one query; each component labelled for display."""
     if model is None:
         return None
-    return score_change(partner=partner, model_id=model.pk, since=since)
+    before = ScoreSnapshot.objects.filter(partner=partner, model=model, as_of__lte=since).order_by("-as_of").first()
+    change = ScoreChange(before=before, after=latest, components=component_changes(before, latest))
+    catalogue = catalogue if catalogue is not None else kpi_catalogue()
+    for component in change.components:
+        kpi = catalogue.get(component["kpi"])
+        component["label"] = kpi.label if kpi else component["kpi"]
+        component["unit"] = kpi.unit if kpi else "count"
+    return change
 
 
 @dataclass
@@ -643,7 +704,6 @@ class AttentionRow:
     reasons: list[str] = field(default_factory=list)  # e.g. "New alert: dropped fast", "Crossed into at-risk"
     why: str = ""  # e.g. "-14 in 30 days: deals registered fell, active certifications fell"
     rank: int = 9
-    severity: float = 0.0
     alert: Alert | None = None
     mine: bool = False
 
@@ -651,45 +711,78 @@ class AttentionRow:
 RANK_ALERT, RANK_CROSSED, RANK_DECLINE, RANK_PERSISTENT = range(4)
 
 
-def _own_first(user) -> Case | Value:
-    return Case(When(owner_id=user.pk, then=Value(0)), default=Value(1), output_field=IntegerField())
+CROSSED, DECLINING, PERSISTENT = "crossed", "declining", "persistent"
+
+
+@dataclass
+class Candidate:
+    """What ranking needs of a partner before its row is read."""
+
+    owner_id: int | None
+    trend: float | None
+    name: str
+    reasons: set[str] = field(default_factory=set)
 
 
 def _attention_candidates(
     *, user, partners: QuerySet[Partner], models: dict[int, ScoringModel], now: datetime.datetime, own_first: bool
-) -> list[Partner]:
-    """Partners that crossed into at-risk, declined steeply, or stay at risk despite a done intervention:
-    one query over the partner rows (their denormalized health), worst first."""
+) -> dict[int, Candidate]:
+    """Partners that crossed into at-risk, declined steeply, or stay at risk despite a done intervention, each
+    with why: one query, a UNION ALL of small selects limited separately (the user's own partners' too,
+    with own_first), so that none sorts more than it returns and the partner index serves the owner's."""
     crossed = Q(pk__in=[])
     for model in models.values():
         # The score one trend window ago was score - trend: at or above the at-risk line then, below it now.
         crossed |= Q(
             health_model_id=model.pk,
             health_band=Partner.Band.AT_RISK,
-            health_trend__isnull=False,
             previous_score__gte=float(model.at_risk_threshold),
         )
-    intervened = Exists(
-        ActionItem.objects.filter(
-            partner=OuterRef("pk"), status=ActionItem.Status.DONE, completed_at__lte=now - INTERVENTION_GRACE
-        )
+    intervened = ActionItem.objects.filter(
+        partner=OuterRef("pk"), status=ActionItem.Status.DONE, completed_at__lte=now - INTERVENTION_GRACE
     )
-    rows = (
-        partners.exclude(status=Partner.Status.EXITED)
-        .annotate(previous_score=F("health_score") - F("health_trend"))
-        .annotate(
-            is_crossed=Case(When(crossed, then=Value(1)), default=Value(0), output_field=IntegerField()),
-            is_declining=Case(
-                When(health_trend__lte=-STEEP_DECLINE, then=Value(1)), default=Value(0), output_field=IntegerField()
-            ),
+    base = partners.exclude(status=Partner.Status.EXITED).order_by()
+    selects = {
+        CROSSED: base.annotate(previous_score=F("health_score") - F("health_trend"))
+        .filter(crossed)
+        .order_by("health_trend", "pk"),
+        DECLINING: base.filter(health_trend__lte=-STEEP_DECLINE).order_by("health_trend", "pk"),
+        PERSISTENT: base.filter(Exists(intervened), health_band=Partner.Band.AT_RISK).order_by("health_score", "pk"),
+    }
+    members = []
+    for reason, queryset in selects.items():
+        tagged = queryset.annotate(reason=Value(reason, output_field=CharField())).values_list(
+            "pk", "reason", "owner_id", "health_trend", "name"
         )
-        .filter(crossed | Q(health_trend__lte=-STEEP_DECLINE) | (Q(health_band=Partner.Band.AT_RISK) & intervened))
-        .annotate(was_intervened=intervened)
-        .select_related("owner", "tier")
+        if own_first:
+            members.append(tagged.filter(owner=user)[:TODAY_LIMIT])
+        members.append(tagged[:TODAY_LIMIT])
+    first, *rest = members
+    found: dict[int, Candidate] = {}
+    for pk, reason, owner_id, trend, name in first.union(*rest, all=True):
+        found.setdefault(pk, Candidate(owner_id=owner_id, trend=trend, name=name)).reasons.add(reason)
+    return found
+
+
+def _open_alerts(*, user, own_first: bool) -> list[Alert]:
+    """The latest recorded unacknowledged alerts of partners still in the program (the user's own first with
+    own_first): ids from the open-alerts index (a UNION ALL when own_first), then the rows with their partner."""
+    open_alerts = (
+        scope_to_user(Alert.objects.filter(acknowledged_at__isnull=True), user)
+        .exclude(partner__status=Partner.Status.EXITED)
+        # Newest recorded first: the primary key's order, which its index serves without sorting.
+        .order_by("-pk")
+        .values_list("pk", flat=True)
     )
-    ordering = [_own_first(user)] if own_first else []
-    ordering += ["-is_crossed", F("health_trend").asc(nulls_last=True), F("health_score").asc(nulls_last=True), "pk"]
-    return list(rows.order_by(*ordering)[:TODAY_LIMIT])
+    if own_first:
+        ids = set(open_alerts.filter(partner__owner=user)[:TODAY_LIMIT].union(open_alerts[:TODAY_LIMIT], all=True))
+    else:
+        ids = set(open_alerts[:TODAY_LIMIT])
+    alerts = Alert.objects.filter(pk__in=ids).select_related("partner", "partner__owner", "partner__tier", "model")
+    ranked = sorted(alerts, key=lambda alert: alert.pk, reverse=True)
+    if own_first:
+        ranked.sort(key=lambda alert: alert.partner.owner_id != user.pk)
+    return ranked[:TODAY_LIMIT]
 
 
 def _snapshot_pairs(partners: list[Partner], models: dict[int, ScoringModel]) -> dict[int, tuple[list, list]]:
@@ -738,6 +831,11 @@ def _why(trend: float | None, trend_days: int, reasons: list[dict], catalogue: M
     return ": ".join(part for part in (head, ", ".join(words)) if part)
 
 
+def alert_words(alert: Alert, catalogue: Mapping[str, Kpi]) -> str:
+    """An alert's reasons in words, e.g. "-14 in 30 days: deals registered fell" (no query: model is joined)."""
+    return _why(alert.trend, alert.model.trend_days, alert.reasons or [], catalogue)
+
+
 @dataclass
 class Today:
     rows: list[AttentionRow]
@@ -749,51 +847,56 @@ def attention_today(*, user, now: datetime.datetime, own_first: bool) -> Today:
     """Partners needing attention now, ranked: new unacknowledged alerts, crossed into at-risk, steepest
     declines, at risk despite an intervention. With own_first, the user's own partners lead.
 
-    A fixed number of queries: models, alerts, candidates, snapshot pairs (plus the custom KPI catalogue).
+    A fixed number of queries: models, alert ids and rows, candidates and their rows, snapshot pairs, and
+    the custom KPI catalogue.
     """
     partners = visible_partners(user)
     models = {m.pk: m for m in ScoringModel.objects.all()}
-    alerts_query = (
-        Alert.objects.filter(
-            acknowledged_at__isnull=True,
-            partner__in=partners.exclude(status=Partner.Status.EXITED),
-        )
-        .select_related("partner", "partner__owner", "partner__tier", "model")
-        .order_by(
-            *([Case(When(partner__owner_id=user.pk, then=Value(0)), default=Value(1))] if own_first else []),
-            "-as_of",
-            "-id",
-        )
-    )
-    alerts = list(alerts_query[:TODAY_LIMIT])
+    alerts = _open_alerts(user=user, own_first=own_first)
     candidates = _attention_candidates(user=user, partners=partners, models=models, now=now, own_first=own_first)
 
-    rows: dict[int, AttentionRow] = {}
+    # Rank on what the two lists say, then read the rows and explain only the partners that are shown.
+    ranking: dict[int, tuple] = {}
+    for position, alert in enumerate(alerts):
+        mine = alert.partner.owner_id == user.pk
+        ranking.setdefault(alert.partner_id, (not mine if own_first else False, RANK_ALERT, position, ""))
+    for pk, candidate in candidates.items():
+        rank = min(
+            RANK_CROSSED if CROSSED in candidate.reasons else 9,
+            RANK_DECLINE if DECLINING in candidate.reasons else 9,
+            RANK_PERSISTENT if PERSISTENT in candidate.reasons else 9,
+        )
+        mine = candidate.owner_id == user.pk
+        key = (not mine if own_first else False, rank, candidate.trend or 0.0, candidate.name)
+        ranking[pk] = min(ranking.get(pk, key), key)
+    shown = sorted(ranking, key=ranking.get)[:TODAY_LIMIT]
+
+    alerts_by_partner: dict[int, list[Alert]] = defaultdict(list)
     for alert in alerts:
-        row = rows.get(alert.partner_id)
-        if row is None:
-            row = rows[alert.partner_id] = AttentionRow(partner=alert.partner, alert=alert, rank=RANK_ALERT)
-            row.severity = alert.trend if alert.trend is not None else 0.0
-        row.reasons.append(f"New alert: {alert.get_kind_display().lower()} ({alert.as_of:%b %-d})")
-    for partner in candidates:
-        row = rows.get(partner.pk)
-        if row is None:
-            row = rows[partner.pk] = AttentionRow(partner=partner, severity=partner.health_trend or 0.0)
-        if partner.is_crossed:
-            row.rank = min(row.rank, RANK_CROSSED)
+        alerts_by_partner[alert.partner_id].append(alert)
+    unread = set(shown) - set(alerts_by_partner)
+    others = {p.pk: p for p in Partner.objects.filter(pk__in=unread).select_related("owner", "tier")} if unread else {}
+    rows = []
+    for pk in shown:
+        partner_alerts = alerts_by_partner.get(pk, [])
+        partner = partner_alerts[0].partner if partner_alerts else others[pk]
+        row = AttentionRow(partner=partner, alert=partner_alerts[0] if partner_alerts else None, rank=ranking[pk][1])
+        row.mine = partner.owner_id == user.pk
+        for alert in partner_alerts:
+            row.reasons.append(f"New alert: {alert.get_kind_display().lower()} ({alert.as_of:%b %-d})")
+        reasons = candidates[pk].reasons if pk in candidates else set()
+        if CROSSED in reasons:
             row.reasons.append("Crossed into at-risk")
-        if partner.is_declining:
-            row.rank = min(row.rank, RANK_DECLINE)
+        if DECLINING in reasons:
             row.reasons.append(f"Declining fast ({partner.health_trend:+.0f})")
-        if partner.health_band == Partner.Band.AT_RISK and partner.was_intervened:
-            row.rank = min(row.rank, RANK_PERSISTENT)
+        if PERSISTENT in reasons:
             row.reasons.append("Still at risk after an intervention: review tier or exit")
+        rows.append(row)
 
     catalogue = kpi_catalogue()
-    pairs = _snapshot_pairs([r.partner for r in rows.values() if r.alert is None or not r.alert.reasons], models)
-    for row in rows.values():
+    pairs = _snapshot_pairs([r.partner for r in rows if r.alert is None or not r.alert.reasons], models)
+    for row in rows:
         partner = row.partner
-        row.mine = partner.owner_id == user.pk
         model = models.get(partner.health_model_id) or (row.alert.model if row.alert else None)
         trend_days = model.trend_days if model else 30
         if row.alert is not None and row.alert.reasons:
@@ -806,8 +909,4 @@ def attention_today(*, user, now: datetime.datetime, own_first: bool) -> Today:
             )
             row.why = _why(partner.health_trend, trend_days, reasons if base else [], catalogue)
 
-    ranked = sorted(
-        rows.values(),
-        key=lambda r: ((0 if r.mine else 1) if own_first else 0, r.rank, r.severity, r.partner.name),
-    )
-    return Today(rows=ranked[:TODAY_LIMIT], own_first=own_first, open_alerts=len(alerts))
+    return Today(rows=rows, own_first=own_first, open_alerts=len(alerts))

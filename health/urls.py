@@ -19,7 +19,7 @@ urlpatterns = [
     path(f"partners/{EXTERNAL_ID}/evidence/<slug:kpi>/", views.evidence, name="partner-evidence"),
     path(
         f"partners/{EXTERNAL_ID}/alerts/<int:alert_id>/acknowledge/",
-        views.alert_acknowledge,
+        views.acknowledge,
         name="alert-acknowledge",
     ),
     path("portal/", views.portal, name="portal"),

@@ -22,16 +22,9 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from health import selectors
+from health.alerts import alert_acknowledge
+from kpis.registry import kpi_catalogue
 from prm.roles import is_account_manager, is_channel_admin, is_partner_user
-
-
-def _acknowledge_service():
-    # The acknowledgment service lives with the alert services; older layouts kept it in health.services.
-    try:
-        from health.alerts import alert_acknowledge
-    except ImportError:
-        from health.services import alert_acknowledge
-    return alert_acknowledge
 
 
 def is_vendor_staff(user) -> bool:
@@ -70,6 +63,7 @@ def today(request):
 
 # Portfolio -----------------------------------------------------------------------------------------
 
+PORTFOLIO_FILTERS = ("search", "band", "tier", "type", "region", "owner", "status")
 COLUMNS = [
     ("name", "Partner"),
     ("score", "Score"),
@@ -105,17 +99,22 @@ def _sort_columns(current: str) -> list[dict]:
 @staff_page
 def portfolio(request):
     filterset = selectors.portfolio_filter(user=request.user, params=request.GET)
-    partners = filterset.qs
+    partners = selectors.portfolio_partners(filterset)
     distribution = selectors.score_distribution(partners)
     paginator = selectors.CountedPaginator(partners, selectors.PAGE_SIZE, count=distribution.total)
     page = paginator.get_page(request.GET.get("page"))
-    lines = selectors.sparklines(page.object_list, now=timezone.now())
-    rows = [{"partner": partner, "sparkline": lines.get(partner.pk, [])} for partner in page.object_list]
+    listed = selectors.page_partners(page)
+    lines = selectors.sparklines(listed, now=timezone.now())
+    rows = [{"partner": partner, "sparkline": lines.get(partner.pk, [])} for partner in listed]
     ordering = request.GET.get("ordering") or selectors.DEFAULT_ORDERING
     if filterset.form.is_valid() and filterset.form.cleaned_data.get("ordering"):
         ordering = filterset.form.cleaned_data["ordering"][0]
+    # Every filter present (blank when unset): menus compare each option with it, and a missing key costs a
+    # failed lookup per option.
+    selected = {name: request.GET.get(name, "") for name in (*PORTFOLIO_FILTERS, "ordering")}
     context = {
         "nav": "portfolio",
+        "selected": selected,
         "filterset": filterset,
         "errors": filterset.form.errors,
         "choices": selectors.portfolio_choices(),
@@ -126,7 +125,7 @@ def portfolio(request):
         "page": page,
         "rows": rows,
         "columns": _sort_columns(ordering),
-        "filtered": any(value for name, value in request.GET.items() if name not in ("page", "ordering")),
+        "filtered": any(selected[name] for name in PORTFOLIO_FILTERS),
     }
     return render(request, "health/portfolio.html", context)
 
@@ -193,7 +192,13 @@ def partner_page(request, external_id: str):
     trend_days = model.trend_days if model else 30
     default_since = now - datetime.timedelta(days=trend_days)
     since = _since(request, default_since)
-    components = selectors.component_rows(snapshot, model, evidence_url=_evidence_link(partner, snapshot))
+    catalogue = kpi_catalogue()
+    records = selectors.partner_records(partner)
+    for alert in records.alerts:
+        alert.words = selectors.alert_words(alert, catalogue)
+    components = selectors.component_rows(
+        snapshot, model, evidence_url=_evidence_link(partner, snapshot), catalogue=catalogue
+    )
     context = {
         "nav": "portfolio",
         "partner": partner,
@@ -201,11 +206,13 @@ def partner_page(request, external_id: str):
         "snapshot": snapshot,
         "history": selectors.score_history(partner, model, now=now),
         "since": since.date(),
-        "change": selectors.partner_change(partner, model, since=since),
+        "change": selectors.partner_change(partner, model, since=since, latest=snapshot, catalogue=catalogue),
         "components": components,
         "categories": sorted((snapshot.category_scores if snapshot else {}).items()),
-        "kpis": selectors.partner_kpis(partner, model, as_of=now, evidence_url=_evidence_link(partner)),
-        "records": selectors.partner_records(partner),
+        "kpis": selectors.partner_kpis(
+            partner, model, as_of=now, evidence_url=_evidence_link(partner), catalogue=catalogue
+        ),
+        "records": records,
         "suggestions": selectors.suggested_actions(components),
         "acknowledge_form": AcknowledgeForm(),
         "today": now.date(),
@@ -215,7 +222,7 @@ def partner_page(request, external_id: str):
 
 @require_POST
 @staff_page
-def alert_acknowledge(request, external_id: str, alert_id: int):
+def acknowledge(request, external_id: str, alert_id: int):
     alert = selectors.alert_for_acknowledgment(user=request.user, external_id=external_id, alert_id=alert_id)
     form = AcknowledgeForm(request.POST)
     target = reverse("partner", args=[external_id]) + "#alerts"
@@ -226,7 +233,7 @@ def alert_acknowledge(request, external_id: str, alert_id: int):
     if form.cleaned_data["follow_up"]:
         follow_up = {"description": form.cleaned_data["follow_up"], "due_on": form.cleaned_data["due_on"]}
     already = alert.acknowledged_at is not None
-    _acknowledge_service()(alert=alert, user=request.user, note=form.cleaned_data["note"], follow_up=follow_up)
+    alert_acknowledge(alert=alert, user=request.user, note=form.cleaned_data["note"], follow_up=follow_up)
     if already:
         messages.info(request, "This alert had already been acknowledged.")
     else:

@@ -106,6 +106,9 @@ class Partner(models.Model):
             models.Index(fields=["owner", "health_score"]),
             models.Index(fields=["tier", "type"]),
             models.Index(fields=["name"], name="partner_name"),
+            # The dashboards: steepest declines, and the score chart by band.
+            models.Index(fields=["health_trend"], name="partner_trend"),
+            models.Index(fields=["health_band", "health_score"], name="partner_band_score"),
         ]
         constraints = [
             models.CheckConstraint(

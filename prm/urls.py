@@ -1,9 +1,8 @@
-"""Top-level URLs: admin console, REST API v1 (one URL module per app), health check."""
+"""Top-level URLs: admin console, REST API v1 (one URL module per app), pages, health check."""
 
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 
 def healthz(request):
@@ -16,5 +15,7 @@ urlpatterns = [
     path("api/v1/", include("kpis.api_urls")),
     path("api/v1/", include("health.api_urls")),
     path("healthz", healthz, name="healthz"),
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    path("", include("kpis.urls")),
+    # Last: the dashboards, the partner portal and the sign-in pages.
+    path("", include("health.urls")),
 ]

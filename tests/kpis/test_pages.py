@@ -27,11 +27,6 @@ pytestmark = pytest.mark.django_db
 NOW = program.NOW
 
 
-@pytest.fixture(autouse=True)
-def pages(settings):
-    settings.ROOT_URLCONF = "tests.kpis.urls"
-
-
 @pytest.fixture
 def alpha(partner_a, manager):
     return {"partner": partner_a, **program.build(partner_a, manager)}
