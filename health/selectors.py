@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import (
     Avg,
     Case,
@@ -724,6 +725,15 @@ class Candidate:
     reasons: set[str] = field(default_factory=set)
 
 
+def _union_all(members: list[QuerySet]) -> Iterable:
+    """The rows of several sliced querysets: one UNION ALL where the database allows each member its own
+    LIMIT (PostgreSQL), else one query per member (SQLite, the demo's default): a fixed number either way."""
+    if connection.features.supports_slicing_ordering_in_compound:
+        first, *rest = members
+        return first.union(*rest, all=True)
+    return [row for member in members for row in member]
+
+
 def _attention_candidates(
     *, user, partners: QuerySet[Partner], models: dict[int, ScoringModel], now: datetime.datetime, own_first: bool
 ) -> dict[int, Candidate]:
@@ -757,9 +767,8 @@ def _attention_candidates(
         if own_first:
             members.append(tagged.filter(owner=user)[:TODAY_LIMIT])
         members.append(tagged[:TODAY_LIMIT])
-    first, *rest = members
     found: dict[int, Candidate] = {}
-    for pk, reason, owner_id, trend, name in first.union(*rest, all=True):
+    for pk, reason, owner_id, trend, name in _union_all(members):
         found.setdefault(pk, Candidate(owner_id=owner_id, trend=trend, name=name)).reasons.add(reason)
     return found
 
@@ -775,7 +784,7 @@ def _open_alerts(*, user, own_first: bool) -> list[Alert]:
         .values_list("pk", flat=True)
     )
     if own_first:
-        ids = set(open_alerts.filter(partner__owner=user)[:TODAY_LIMIT].union(open_alerts[:TODAY_LIMIT], all=True))
+        ids = set(_union_all([open_alerts.filter(partner__owner=user)[:TODAY_LIMIT], open_alerts[:TODAY_LIMIT]]))
     else:
         ids = set(open_alerts[:TODAY_LIMIT])
     alerts = Alert.objects.filter(pk__in=ids).select_related("partner", "partner__owner", "partner__tier", "model")

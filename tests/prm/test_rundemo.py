@@ -1,6 +1,7 @@
 """rundemo: the one-command demo, started as a user starts it, in a real process on its own SQLite file."""
 
 import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -103,9 +105,9 @@ def start_demo():
         demo.kill_all()
 
 
-def log_in(url: str, password: str) -> tuple[str, str]:
+def log_in(url: str, password: str, opener=None) -> tuple[str, str]:
     """Post the admin login form as a browser does; return the final URL and page."""
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    opener = opener or signed_out()
     login_url = url + "admin/login/?next=/admin/"
     with opener.open(login_url, timeout=10) as response:
         form = response.read().decode()
@@ -116,6 +118,44 @@ def log_in(url: str, password: str) -> tuple[str, str]:
     request = urllib.request.Request(login_url, data=body, headers={"Referer": login_url})
     with opener.open(request, timeout=10) as response:
         return response.url, response.read().decode()
+
+
+def signed_out():
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+
+def demo_pages(opener, url: str) -> dict[str, int]:
+    """Every page a channel admin opens in the demo, and the status it answered (on the demo's SQLite)."""
+    with opener.open(url + "api/v1/partners/?ordering=score&page_size=1", timeout=30) as response:
+        partner = json.loads(response.read())["results"][0]["external_id"]
+    with opener.open(url + "api/v1/scoring-models/?page_size=1", timeout=30) as response:
+        model = json.loads(response.read())["results"][0]["id"]
+    paths = [
+        "",
+        "portfolio/",
+        "portfolio/?band=at_risk&ordering=-trend",
+        "portfolio/export.csv",
+        f"partners/{partner}/",
+        f"partners/{partner}/evidence/deals_registered/",
+        f"partners/{partner}/kpis/",
+        f"partners/{partner}/review/",
+        f"partners/{partner}/review.pdf",
+        "kpis/",
+        "tiers/review/",
+        "admin/prm/partner/",
+        "admin/prm/activity/",
+        f"admin/health/scoringmodel/{model}/change/",
+        f"api/v1/partners/{partner}/health/",
+        "api/v1/docs/",
+    ]
+    statuses = {}
+    for path in paths:
+        try:
+            with opener.open(url + path, timeout=60) as response:
+                statuses[path] = response.status
+        except urllib.error.HTTPError as error:
+            statuses[path] = error.code
+    return statuses
 
 
 @pytest.mark.slow
@@ -135,6 +175,11 @@ def test_first_run_seeds_serves_and_stops_on_ctrl_c(tmp_path, start_demo):
     final_url, page = log_in(url, password)
     assert urllib.parse.urlsplit(final_url).path == "/admin/"
     assert 'action="/admin/logout/"' in page
+    # The demo runs on SQLite: every page must work there too, not only on the tests' PostgreSQL.
+    opener = signed_out()
+    log_in(url, password, opener)
+    statuses = demo_pages(opener, url)
+    assert statuses == dict.fromkeys(statuses, 200), statuses
 
     demo.process.send_signal(signal.SIGINT)
     assert demo.process.wait(timeout=60) == 0
