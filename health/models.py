@@ -331,3 +331,49 @@ class AlertSubscriber(models.Model):
 
     def __str__(self) -> str:
         return str(self.user or self.email)
+
+
+class CalibrationReport(models.Model):
+    """A backtest of a scoring model against realized revenue, with suggested weights and a forecast."""
+
+    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="calibration_reports")
+    as_of = models.DateTimeField(help_text="Nothing after this instant was read.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    trigger = models.CharField(max_length=20, default="command")
+    quarters = models.PositiveSmallIntegerField(help_text="Closed quarters asked for.")
+    # CalibrationOptions: fall, at_risk_threshold, resamples, confidence, interval
+    parameters = models.JSONField(default=dict)
+    # Per-component correlations with intervals, score correlation, precision/recall, deciles,
+    # current vs suggested weights with out-of-sample figures, forecast holdout error (health.calibration).
+    results = models.JSONField(default=dict)
+    verdict = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["model", "-created_at"], name="calibration_model_time")]
+
+    def __str__(self) -> str:
+        return f"Calibration of {self.model} as of {self.as_of:%Y-%m-%d}"
+
+
+class PartnerForecast(models.Model):
+    """One partner's predicted partner-sourced revenue for the three months after a report's instant."""
+
+    report = models.ForeignKey(CalibrationReport, on_delete=models.CASCADE, related_name="forecasts")
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="forecasts")
+    # The report's model, kept here so that "the partner's latest forecast under its model" is one index read.
+    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="+")
+    predicted = models.FloatField()
+    low = models.FloatField()
+    high = models.FloatField()
+    revenue_last_quarter = models.FloatField(help_text="Partner-sourced revenue of the three months before.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["report", "partner"], name="forecast_once_per_report")]
+        indexes = [models.Index(fields=["partner", "model", "-report"], name="forecast_partner_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}: {self.predicted:.0f}"
