@@ -36,6 +36,14 @@ class Command(BaseCommand):
         )
         self.stdout.flush()
 
+        # The layers above the core domain add their part of the demo; prm itself never depends on them.
+        try:
+            from kpis.demo import demo_reviews_and_targets_create
+        except ImportError:
+            return
+        for line in demo_reviews_and_targets_create(seed=seed).as_lines():
+            self.stdout.write(line)
+
         try:
             from health.services import scores_backfill
         except ImportError:
