@@ -116,7 +116,7 @@ def portfolio_kpis(request):
         flipped = kpi.key if comparison.sort == f"-{kpi.key}" else f"-{kpi.key}"
         columns.append({"kpi": kpi, "active": active, "descending": descending, "next": flipped if active else first})
     context = {
-        "nav": "portfolio",
+        "nav": "kpis",
         "period": period,
         "problem": problem,
         "periods": _period_choices(now),
@@ -273,7 +273,7 @@ def tier_review_page(request):
     assessments = tier_review(partners=partners)
     groups = tier_review_groups(assessments)
     context = {
-        "nav": "portfolio",
+        "nav": "tiers",
         "groups": groups,
         "periods": assessments[0].periods if assessments else [],
         "grace": assessments[0].grace if assessments else None,

@@ -225,7 +225,9 @@ def test_comparison_colours_attainment_and_sorts_by_a_kpi(staff, portfolio, trav
 
 
 def test_comparison_filters(staff, portfolio, travel):
-    rows = _comparison(staff, search="gamma").context["rows"]
+    response = _comparison(staff, search="gamma")
+    assert '<a href="/kpis/" class="active" aria-current="page">KPIs</a>' in response.content.decode()
+    rows = response.context["rows"]
     assert [row["partner"].external_id for row in rows] == ["P-C"]
     assert _comparison(staff, owner="manager").context["page"].paginator.count == 1
 
@@ -316,6 +318,7 @@ def test_tier_review_lists_upgrades_and_downgrades(client, channel_admin, tierin
     page = response.content.decode()
     assert 'action="/tiers/review/P-A/change/"' in page and "Move to Gold" in page
     assert "Move to Silver" in page
+    assert '<a href="/tiers/review/" class="active" aria-current="page">Tiers</a>' in page
 
 
 def test_approving_from_the_page_records_the_change(client, channel_admin, tiering, partner_b, travel):
