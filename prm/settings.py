@@ -237,7 +237,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["prm.api.permissions.PerUserThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": _read("API_THROTTLE_USER", "str", default="6000/minute"),
         "bulk": _read("API_THROTTLE_BULK", "str", default="600/minute"),

@@ -1,8 +1,8 @@
-"""Who may call what in the API, and how often: role permissions and the bulk-write throttle."""
+"""Who may call what in the API, and how often: role permissions, the per-user and bulk-write throttles."""
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 
 from prm.roles import is_account_manager, is_channel_admin, partner_id_of
 
@@ -28,6 +28,14 @@ class RolePermission(BasePermission):
         if getattr(view, "action", None) in getattr(view, "admin_only_actions", ()):
             return is_channel_admin(user)
         return may_write_partner_data(user)
+
+
+class PerUserThrottle(UserRateThrottle):
+    """Every request of a signed-in user (anonymous ones by address) against API_THROTTLE_USER."""
+
+    def get_rate(self):
+        # DRF's own reads the rate once, at import: read it per request, so a changed setting takes effect.
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
 
 
 class BulkWriteThrottle(ScopedRateThrottle):
