@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -371,6 +372,19 @@ def deciles(score: np.ndarray, revenue: np.ndarray, revenue_ranks: np.ndarray, f
 # Suggested weights ---------------------------------------------------------------------------------
 
 
+def _column_mean(values: np.ndarray) -> np.ndarray:
+    # A component without any data (no business reviews recorded, say) is all NaN: its mean is NaN, quietly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0)
+
+
+def _column_sd(values: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(values, axis=0)
+
+
 def fit_weights(components: np.ndarray, revenue_ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative weights on the components that best rank the outcome (scipy's NNLS).
 
@@ -378,8 +392,7 @@ def fit_weights(components: np.ndarray, revenue_ranks: np.ndarray) -> tuple[np.n
     centred within-quarter rank of revenue, so neither needs an intercept. A standardized coefficient b
     means a weight of b / sd on the 0-100 score scale. Returns (weights on the score scale, coefficients).
     """
-    mean = np.nanmean(components, axis=0)
-    sd = np.nanstd(components, axis=0)
+    mean, sd = _column_mean(components), _column_sd(components)
     usable = np.nan_to_num(sd) > 1e-9
     z = np.where(usable, (components - np.nan_to_num(mean)) / np.where(usable, sd, 1.0), 0.0)
     z = np.nan_to_num(z)
@@ -396,7 +409,7 @@ def fit_weights(components: np.ndarray, revenue_ranks: np.ndarray) -> tuple[np.n
 
 def _design(features: Features, fill: np.ndarray) -> np.ndarray:
     components = np.where(np.isnan(features.components), fill, features.components) / 100.0
-    return np.column_stack([np.log1p(features.revenue_before), np.log1p(features.pipeline), components])
+    return np.column_stack([np.sqrt(features.revenue_before), np.sqrt(features.pipeline), components])
 
 
 @dataclass
@@ -406,20 +419,23 @@ class ForecastFit:
     sd: np.ndarray
     fill: np.ndarray
 
-    def predict_log(self, features: Features) -> np.ndarray:
+    def predict_root(self, features: Features) -> np.ndarray:
+        """The prediction on the square-root scale it is fitted on (never below zero)."""
         x = (_design(features, self.fill) - self.mean) / self.sd
-        return self.coefficients[0] + x @ self.coefficients[1:]
+        return np.maximum(self.coefficients[0] + x @ self.coefficients[1:], 0.0)
 
 
 def forecast_fit(quarters: list[Quarter], *, penalty: float = RIDGE_PENALTY) -> ForecastFit:
-    """Ridge regression of log(1 + next-quarter revenue) on log revenue, log pipeline and the components.
+    """Ridge regression of sqrt(next-quarter revenue) on sqrt revenue, sqrt open pipeline and the components.
 
-    Solved as an ordinary least-squares problem with the penalty rows appended (numpy.linalg.lstsq);
-    the intercept is not penalized.
+    The square root tames the few very large partners without the log's trouble with the many quarters of
+    zero revenue (a log model predicts a geometric mean, far below what active partners bring). Solved as an
+    ordinary least-squares problem with the penalty rows appended (numpy.linalg.lstsq); the intercept is not
+    penalized.
     """
-    fill = np.nan_to_num(np.nanmean(np.vstack([q.features.components for q in quarters]), axis=0), nan=0.0)
+    fill = np.nan_to_num(_column_mean(np.vstack([q.features.components for q in quarters])), nan=0.0)
     x = np.vstack([_design(q.features, fill) for q in quarters])
-    y = np.log1p(np.concatenate([q.revenue for q in quarters]))
+    y = np.sqrt(np.concatenate([q.revenue for q in quarters]))
     mean, sd = x.mean(axis=0), x.std(axis=0)
     sd = np.where(sd > 1e-9, sd, 1.0)
     z = (x - mean) / sd
@@ -435,11 +451,52 @@ def forecast_fit(quarters: list[Quarter], *, penalty: float = RIDGE_PENALTY) -> 
     return ForecastFit(coefficients=coefficients, mean=mean, sd=sd, fill=fill)
 
 
+INTERVAL_BINS = 5
+
+
+@dataclass
+class Intervals:
+    """Residual quantiles of the held-out quarter by prediction level (on the square-root scale).
+
+    Large partners miss by more money than small ones: each fifth of the predictions gets the quantiles of
+    its own residuals, so an interval is as wide as the misses of similar partners were.
+    """
+
+    edges: np.ndarray  # inner bin edges of the predictions
+    low: np.ndarray  # per bin
+    high: np.ndarray
+
+    @classmethod
+    def fit(cls, predicted_root: np.ndarray, actual: np.ndarray, *, interval: float) -> Intervals:
+        bins = max(1, min(INTERVAL_BINS, len(actual) // 20))
+        edges = np.quantile(predicted_root, np.linspace(0, 1, bins + 1)[1:-1]) if bins > 1 else np.empty(0)
+        index = np.searchsorted(edges, predicted_root, side="right")
+        residuals = np.sqrt(actual) - predicted_root
+        tail = (1 - interval) / 2
+        low, high = np.zeros(bins), np.zeros(bins)
+        for b in range(bins):
+            chosen = residuals[index == b]
+            chosen = chosen if len(chosen) else residuals
+            low[b], high[b] = np.quantile(chosen, [tail, 1 - tail])
+        return cls(edges=edges, low=low, high=high)
+
+    def bounds(self, predicted_root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.searchsorted(self.edges, predicted_root, side="right")
+        low = np.square(np.maximum(predicted_root + self.low[index], 0.0))
+        high = np.square(np.maximum(predicted_root + self.high[index], 0.0))
+        return low, high
+
+
 def _mape(predicted: np.ndarray, actual: np.ndarray) -> float | None:
     nonzero = actual > 0
     if not nonzero.any():
         return None
     return _round(np.mean(np.abs(predicted[nonzero] - actual[nonzero]) / actual[nonzero]))
+
+
+def _wape(predicted: np.ndarray, actual: np.ndarray) -> float | None:
+    """Weighted absolute percentage error: total miss over total revenue (zero actuals count too)."""
+    return _round(np.abs(predicted - actual).sum() / actual.sum()) if actual.sum() > 0 else None
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -716,39 +773,39 @@ def _forecast_section(
     catalogue: dict,
 ) -> tuple[dict, list]:
     holdout_fit = forecast_fit(train)
-    predicted_log = np.concatenate([holdout_fit.predict_log(q.features) for q in test])
+    predicted_root = np.concatenate([holdout_fit.predict_root(q.features) for q in test])
     actual = np.concatenate([q.revenue for q in test])
     naive = np.concatenate([q.features.revenue_before for q in test])
-    residuals = np.log1p(actual) - predicted_log
-    tail = (1 - options.interval) / 2
-    low_q, high_q = np.quantile(residuals, [tail, 1 - tail])
-    predicted = np.expm1(predicted_log)
-    covered = (actual >= np.maximum(np.expm1(predicted_log + low_q), 0)) & (actual <= np.expm1(predicted_log + high_q))
+    intervals = Intervals.fit(predicted_root, actual, interval=options.interval)
+    predicted = np.square(predicted_root)
+    low, high = intervals.bounds(predicted_root)
+    covered = (actual >= low) & (actual <= high)
     holdout = {
         "quarters": [q.label for q in test],
         "partners": int(len(actual)),
         "mape": _mape(predicted, actual),
+        "wape": _wape(predicted, actual),
         "spearman": _spearman(predicted, actual),
         "coverage": _round(covered.mean()),
         "naive_mape": _mape(naive, actual),
+        "naive_wape": _wape(naive, actual),
         "naive_spearman": _spearman(naive, actual),
     }
     fit = forecast_fit(quarters)
     end = _local_shift(as_of, 3)
     partners = population_at(model, as_of).exclude(status=Partner.Status.EXITED)
     now = features_at(spec, as_of=as_of, partners=partners, catalogue=catalogue)
-    now_log = fit.predict_log(now)
+    now_root = fit.predict_root(now)
+    now_low, now_high = intervals.bounds(now_root)
     rows = [
-        (
-            int(pid),
-            float(np.expm1(value)),
-            float(max(np.expm1(value + low_q), 0.0)),
-            float(np.expm1(value + high_q)),
-            float(revenue_before),
+        (int(pid), float(value * value), float(lower), float(upper), float(revenue_before))
+        for pid, value, lower, upper, revenue_before in zip(
+            now.partner_ids, now_root, now_low, now_high, now.revenue_before, strict=True
         )
-        for pid, value, revenue_before in zip(now.partner_ids, now_log, now.revenue_before, strict=True)
     ]
-    names = ["intercept", "log revenue, previous quarter", "log open pipeline"] + [c.kpi for c in spec.components]
+    names = ["intercept", "sqrt revenue, previous three months", "sqrt open pipeline"] + [
+        c.kpi for c in spec.components
+    ]
     mape = holdout["mape"]
     verdict = (
         f"Forecast of the next three months' revenue per partner: on the held-out {', '.join(holdout['quarters'])} "
@@ -756,7 +813,8 @@ def _forecast_section(
         + (f" and its MAPE {mape:.0%}" if mape is not None else "")
         + f" (last quarter's revenue as the forecast: {_signed(holdout['naive_spearman'])}"
         + (f", MAPE {holdout['naive_mape']:.0%}" if holdout["naive_mape"] is not None else "")
-        + f"); {holdout['coverage']:.0%} of actuals fell inside the {options.interval:.0%} interval."
+        + f"). Its {options.interval:.0%} intervals come from the misses on that quarter of partners with "
+        "similar predictions."
     )
     return (
         {
@@ -831,3 +889,36 @@ def calibration_reports_create(
         calibration_report_create(model=m, as_of=as_of, options=options, user=user, trigger=trigger, progress=progress)
         for m in models
     ]
+
+
+# Reads for the pages and the API ---------------------------------------------------------------------
+
+REPORT_HISTORY = 50
+
+
+def calibration_reports(model: ScoringModel, *, limit: int = REPORT_HISTORY) -> list[CalibrationReport]:
+    """A model's reports, newest first, without their (large) results: one query."""
+    return list(
+        CalibrationReport.objects.filter(model=model)
+        .select_related("created_by")
+        .defer("results")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def latest_forecast(partner: Partner, model_id: int | None) -> PartnerForecast | None:
+    """The partner's forecast from the newest report of the model that has one for it (one index read)."""
+    if model_id is None:
+        return None
+    return (
+        PartnerForecast.objects.filter(partner=partner, model_id=model_id)
+        .select_related("report")
+        .defer("report__results")
+        .order_by("-report_id")
+        .first()
+    )
+
+
+def forecast_period(forecast: PartnerForecast) -> tuple[datetime.datetime, datetime.datetime]:
+    """The three months a forecast is for: from its report's instant."""
+    return forecast.report.as_of, _local_shift(forecast.report.as_of, 3)

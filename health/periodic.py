@@ -30,6 +30,14 @@ PERIODIC_TASKS = {
         "expire_seconds": 290,
         "kwargs": {},
     },
+    "Calibrate scoring models against revenue": {
+        "task": "health.tasks.calibrate_models",
+        # Monthly, after the nightly recompute of the 1st: a new quarter's outcome is in on the 1st of
+        # January, April, July and October.
+        "crontab": {"minute": "30", "hour": "4", "day_of_month": "1"},
+        "expire_seconds": 12 * 3600,
+        "kwargs": {"trigger": "schedule"},
+    },
     "Rescore partners with new data": {
         "task": "health.tasks.recompute_pending",
         "every_seconds": 60,
@@ -52,9 +60,8 @@ def periodic_tasks_install(*, timezone: str) -> list[str]:
             continue
         schedule = {}
         if "crontab" in spec:
-            schedule["crontab"], _ = CrontabSchedule.objects.get_or_create(
-                day_of_week="*", day_of_month="*", month_of_year="*", timezone=timezone, **spec["crontab"]
-            )
+            crontab = {"day_of_week": "*", "day_of_month": "*", "month_of_year": "*", **spec["crontab"]}
+            schedule["crontab"], _ = CrontabSchedule.objects.get_or_create(timezone=timezone, **crontab)
         else:
             schedule["interval"], _ = IntervalSchedule.objects.get_or_create(
                 every=spec["every_seconds"], period=IntervalSchedule.SECONDS

@@ -133,3 +133,16 @@ def send_pending_alerts() -> dict:
 def send_alert_digests() -> dict:
     """Hourly: the daily digest of every user whose local digest hour it is."""
     return digests_send()
+
+
+@shared_task(**RETRY)
+def calibrate_models(model_id: int | None = None, user_id: int | None = None, trigger: str = "schedule") -> dict:
+    """Calibration reports: every active model monthly, or one model on demand from its report page."""
+    from django.contrib.auth import get_user_model
+
+    from health.calibration import calibration_reports_create
+
+    model = ScoringModel.objects.get(pk=model_id) if model_id else None
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    reports = calibration_reports_create(model=model, user=user, trigger=trigger)
+    return {"status": "succeeded", "reports": [report.pk for report in reports]}
