@@ -23,7 +23,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from health import selectors
 from health.alerts import alert_acknowledge
+from kpis.periods import Period
 from kpis.registry import kpi_catalogue
+from kpis.selectors import partner_kpi_table
+from kpis.targets import targets_for
 from prm.roles import is_account_manager, is_channel_admin, is_partner_user
 
 
@@ -280,8 +283,14 @@ def portal(request):
     model = selectors.scoring_model_of(partner)
     snapshot = selectors.latest_snapshot(partner, model)
     components = selectors.component_rows(snapshot, model, evidence_url=_evidence_link(partner, snapshot))
+    # The portal shows the KPIs the partner is measured against this quarter; its KPI page has the catalogue.
+    quarter = Period.containing(now)
+    targeted = targets_for(period=quarter, keys=kpi_catalogue(), partner_tiers={partner.pk: partner.tier_id})
+    keys = list(targeted.get(partner.pk, {}))
     context = {
         "nav": "portal",
+        "quarter": quarter,
+        "kpi_table": partner_kpi_table(partner=partner, period=quarter, keys=keys, now=now) if keys else None,
         "partner": partner,
         "model": model,
         "snapshot": snapshot,

@@ -559,14 +559,45 @@ def test_portal_explains_the_score_and_the_path_to_the_next_band(client, program
     assert f"{round(100 * 15 / weights)}%" in how and "Full marks at 6 or more" in how
 
 
+def test_portal_shows_kpis_against_this_quarters_targets(client, partner_user_a, partner_b, at_now):
+    from kpis.models import KpiTarget
+    from kpis.periods import Period
+
+    quarter = Period.containing(NOW).key
+    partner_a = partner_user_a.partner_membership.partner
+    as_user(client, partner_user_a)
+    assert "No targets are set for" in body(client.get("/portal/"))
+
+    for hours in (1, 2, 3):  # NOW is early on the quarter's first day
+        DealFactory(partner=partner_a, registered_at=NOW - datetime.timedelta(hours=hours))
+    KpiTarget.objects.create(kpi="deals_registered", period=quarter, partner=partner_a, value=6)
+    KpiTarget.objects.create(kpi="win_rate", period=quarter, partner=partner_b, value="0.5")
+    html = body(client.get("/portal/"))
+    targets = html.split('id="targets"', 1)[1].split("</section>", 1)[0]
+    # Only what this partner is measured against: its own target, not the other partner's.
+    assert re.findall(r'<tr data-kpi="([a-z_]+)"', targets) == ["deals_registered"]
+    row = targets.split('data-kpi="deals_registered"', 1)[1].split("</tr>", 1)[0]
+    assert ">6<" in row and "50%" in row  # 3 of 6 registered so far this quarter
+    assert f'href="/partners/{partner_a.external_id}/kpis/"' in targets
+
+
 def test_portal_query_count_does_not_grow(client, partner_user_a, django_assert_max_num_queries):
     with time_machine.travel(NOW, tick=False):
         build_program(3)
+        from kpis.models import KpiTarget
+        from kpis.periods import Period
+
+        KpiTarget.objects.create(
+            kpi="deals_registered",
+            period=Period.containing(NOW).key,
+            partner=partner_user_a.partner_membership.partner,
+            value=6,
+        )
         as_user(client, partner_user_a)
-        with django_assert_max_num_queries(11):
+        with django_assert_max_num_queries(20):
             small = count_queries(client, "/portal/")
         build_program(27, prefix="Y")
-        with django_assert_max_num_queries(11):
+        with django_assert_max_num_queries(20):
             large = count_queries(client, "/portal/")
     assert large == small
 
