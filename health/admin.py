@@ -39,6 +39,17 @@ class ComponentForm(forms.ModelForm):
 
 
 class ComponentFormSet(forms.BaseInlineFormSet):
+    # {kpi: weight} shown instead of the saved weights (a calibration report's suggestion); saved only on Save.
+    suggested_weights: dict[str, float] = {}
+
+    def get_form_kwargs(self, index):
+        kwargs = super().get_form_kwargs(index)
+        if self.suggested_weights and not self.is_bound and index is not None and index < self.initial_form_count():
+            kpi = self.get_queryset()[index].kpi
+            if kpi in self.suggested_weights:
+                kwargs["initial"] = {"weight": self.suggested_weights[kpi]}
+        return kwargs
+
     def clean(self):
         super().clean()
         seen = set()
@@ -61,6 +72,13 @@ class ComponentInline(admin.TabularInline):
     fields = ["kpi", "weight", "weight_share", "method", "target", "lower", "upper", "direction", "missing"]
     readonly_fields = ["weight_share"]
 
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        suggested = suggested_weights(request, obj)
+        if suggested:
+            formset = type(formset.__name__, (formset,), {"suggested_weights": suggested})
+        return formset
+
     def get_queryset(self, request):
         # The share of each weight in one query for the whole model, not one per row.
         return super().get_queryset(request).annotate(total_weight=Window(Sum("weight"), partition_by=[F("model_id")]))
@@ -71,6 +89,25 @@ class ComponentInline(admin.TabularInline):
         if not component.pk or not total:
             return "-"
         return f"{100 * component.weight / total:.1f}%"
+
+
+def suggested_weights(request, model) -> dict[str, float]:
+    """The suggested weights of the calibration report named by ?calibration= (of this model), if any."""
+    from health.models import CalibrationReport
+
+    raw = request.GET.get("calibration", "")
+    if model is None or not raw.isdigit():
+        return {}
+    report = CalibrationReport.objects.filter(pk=int(raw), model=model).only("results").first()
+    weights = (report.results.get("weights") or {}) if report else {}
+    if weights.get("status") != "fitted":
+        return {}
+    # A zero weight is not allowed (and would drop the component from future reports): the smallest one is.
+    return {
+        row["kpi"]: max(round(row["suggested"], 3), 0.001)
+        for row in weights["rows"]
+        if row.get("suggested") is not None
+    }
 
 
 class ScoringModelForm(forms.ModelForm):
@@ -150,7 +187,32 @@ class ScoringModelAdmin(SimpleHistoryAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if request.method == "POST" and "_preview" in request.POST:
             return self.preview_view(request, object_id)
+        if request.method == "GET" and request.GET.get("calibration") and object_id:
+            obj = self.get_object(request, object_id)
+            if suggested_weights(request, obj):
+                self.message_user(
+                    request,
+                    f"Weights filled in from calibration report {request.GET['calibration']}: preview them, then save "
+                    "to apply (nothing has changed yet).",
+                    messages.INFO,
+                )
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _calibration_reason(self, request) -> str | None:
+        raw = request.GET.get("calibration", "")
+        return f"Suggested weights of calibration report {raw}" if raw.isdigit() else None
+
+    def save_model(self, request, obj, form, change):
+        if reason := self._calibration_reason(request):
+            obj._change_reason = reason
+        super().save_model(request, obj, form, change)
+
+    def save_formset(self, request, form, formset, change):
+        reason = self._calibration_reason(request)
+        if reason and formset.model is ScoringComponent:
+            for component_form in formset.forms:
+                component_form.instance._change_reason = reason
+        super().save_formset(request, form, formset, change)
 
     def preview_view(self, request, object_id):
         """Score the segment with the submitted, unsaved configuration; save nothing."""

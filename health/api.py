@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -469,3 +469,74 @@ class AlertViewSet(viewsets.ReadOnlyModelViewSet):
             follow_up=body.validated_data.get("follow_up"),
         )
         return Response(AlertSerializer(alert, context={"request": request}).data)
+
+
+# Revenue forecast ----------------------------------------------------------------------------------
+
+
+class PartnerForecastSerializer(serializers.Serializer):
+    partner = serializers.CharField(source="partner.external_id")
+    model = serializers.IntegerField(source="model_id")
+    report = serializers.IntegerField(source="report_id")
+    generated_at = serializers.DateTimeField(source="report.created_at")
+    period_start = serializers.SerializerMethodField()
+    period_end = serializers.SerializerMethodField()
+    predicted = serializers.FloatField(help_text="Predicted partner-sourced revenue over the period.")
+    low = serializers.FloatField(help_text="Lower end of the interval (see holdout.interval).")
+    high = serializers.FloatField(help_text="Upper end of the interval.")
+    revenue_last_quarter = serializers.FloatField(help_text="Partner-sourced revenue of the three months before.")
+    holdout = serializers.SerializerMethodField()
+
+    def get_period_start(self, forecast) -> str:
+        return forecast.report.as_of.isoformat()
+
+    def get_period_end(self, forecast) -> str:
+        from health.calibration import forecast_period
+
+        return forecast_period(forecast)[1].isoformat()
+
+    @extend_schema_field(
+        inline_serializer(
+            "ForecastHoldout",
+            {
+                "quarters": serializers.ListField(child=serializers.CharField()),
+                "mape": serializers.FloatField(allow_null=True),
+                "spearman": serializers.FloatField(allow_null=True),
+                "coverage": serializers.FloatField(allow_null=True),
+                "interval": serializers.FloatField(),
+            },
+        )
+    )
+    def get_holdout(self, forecast) -> dict:
+        section = forecast.report.results.get("forecast") or {}
+        holdout = section.get("holdout") or {}
+        return {
+            "quarters": holdout.get("quarters", []),
+            "mape": holdout.get("mape"),
+            "spearman": holdout.get("spearman"),
+            "coverage": holdout.get("coverage"),
+            "interval": section.get("interval"),
+        }
+
+
+class PartnerForecastView(APIView):
+    """The partner's predicted partner-sourced revenue for the three months after the latest calibration."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("model", OpenApiTypes.INT, description="Scoring model id (default: the partner's own)")
+        ],
+        responses=PartnerForecastSerializer,
+    )
+    def get(self, request, external_id: str):
+        from health.models import PartnerForecast
+
+        partner = _partner_for(request, external_id)
+        model_id = _model_param(request) or partner.health_model_id
+        forecasts = PartnerForecast.objects.filter(partner=partner).select_related("partner", "report")
+        if model_id:
+            forecasts = forecasts.filter(model_id=model_id)
+        forecast = forecasts.order_by("-report_id").first()
+        if forecast is None:
+            raise Http404("No forecast for this partner yet.")
+        return Response(PartnerForecastSerializer(forecast, context={"request": request}).data)

@@ -12,6 +12,7 @@ router.register("alerts", api.AlertViewSet, basename="alert")
 urlpatterns = [
     path("partners/<str:external_id>/health/", api.PartnerHealthView.as_view(), name="partner-health"),
     path("partners/<str:external_id>/scores/", api.PartnerScoresView.as_view(), name="partner-scores"),
+    path("partners/<str:external_id>/forecast/", api.PartnerForecastView.as_view(), name="partner-forecast"),
     path("scores/recompute/", api.RecomputeView.as_view(), name="scores-recompute"),
     path("scores/recompute/<str:task_id>/", api.RecomputeStatusView.as_view(), name="scores-recompute-status"),
     path("", include(router.urls)),

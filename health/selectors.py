@@ -35,7 +35,7 @@ from django.db.models.functions import Floor, Least, TruncDate, TruncWeek
 from django.shortcuts import get_object_or_404
 from django.utils.functional import cached_property
 
-from health.models import Alert, ScoreSnapshot, ScoringModel
+from health.models import Alert, PartnerForecast, ScoreSnapshot, ScoringModel
 from health.services import ScoreChange, component_changes
 from kpis.filters import BusinessReviewFilter
 from kpis.models import ActionItem, BusinessReview
@@ -76,7 +76,14 @@ PORTFOLIO_COLUMNS = {
     "region": "region",
     "owner": "owner__username",
     "status": "status",
+    "forecast": "forecast_predicted",
 }
+# The partner's latest revenue forecast under its own model: an index read per partner, only where used.
+FORECAST = Subquery(
+    PartnerForecast.objects.filter(partner=OuterRef("pk"), model_id=OuterRef("health_model_id"))
+    .order_by("-report_id")
+    .values("predicted")[:1]
+)
 # Worst first when ascending; partners without data come last either way.
 BAND_RANK = Case(
     When(health_band=Partner.Band.AT_RISK, then=Value(0)),
@@ -109,7 +116,7 @@ class PortfolioFilter(PartnerFilter):
 
 def portfolio_filter(*, user, params: Mapping[str, str]) -> PortfolioFilter:
     """The user's partners narrowed and sorted as the query string says (invalid values are ignored)."""
-    queryset = visible_partners(user).select_related("tier", "owner")
+    queryset = visible_partners(user).select_related("tier", "owner").alias(forecast_predicted=FORECAST)
     return PortfolioFilter(params, queryset=queryset)
 
 
@@ -162,13 +169,18 @@ def portfolio_partners(filterset: PortfolioFilter) -> QuerySet[Partner]:
     ids = list(partners.order_by().values_list("pk", flat=True)[: SCAN_ONCE_LIMIT + 1])
     if len(ids) > SCAN_ONCE_LIMIT:
         return partners
-    return Partner.objects.filter(pk__in=ids).select_related("tier", "owner").order_by(*partners.query.order_by)
+    return (
+        Partner.objects.filter(pk__in=ids)
+        .select_related("tier", "owner")
+        .alias(forecast_predicted=FORECAST)
+        .order_by(*partners.query.order_by)
+    )
 
 
 def page_partners(page) -> list[Partner]:
     """The partners of one page: their ids sorted first (a narrow sort, no joins), then their rows."""
     ids = list(page.object_list.values_list("pk", flat=True))
-    rows = Partner.objects.filter(pk__in=ids).select_related("tier", "owner").in_bulk()
+    rows = Partner.objects.filter(pk__in=ids).select_related("tier", "owner").annotate(forecast=FORECAST).in_bulk()
     return [rows[pk] for pk in ids]
 
 

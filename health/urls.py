@@ -23,6 +23,9 @@ urlpatterns = [
         name="alert-acknowledge",
     ),
     path("portal/", views.portal, name="portal"),
+    path("calibration/", views.calibration, name="calibration"),
+    path("calibration/regenerate/", views.calibration_regenerate, name="calibration-regenerate"),
+    path("calibration/<int:report_id>/apply/", views.calibration_apply, name="calibration-apply"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
 ]

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from health import selectors
 from health.alerts import alert_acknowledge
+from health.calibration import latest_forecast
 from kpis.periods import Period
 from kpis.registry import kpi_catalogue
 from kpis.selectors import partner_kpi_table
@@ -77,6 +78,7 @@ COLUMNS = [
     ("region", "Region"),
     ("owner", "Owner"),
     ("status", "Status"),
+    ("forecast", "Forecast"),
 ]
 
 
@@ -217,6 +219,7 @@ def partner_page(request, external_id: str):
         ),
         "records": records,
         "suggestions": selectors.suggested_actions(components),
+        "forecast": latest_forecast(partner, model.pk if model else None),
         "acknowledge_form": AcknowledgeForm(),
         "today": now.date(),
     }
@@ -300,3 +303,93 @@ def portal(request):
         "next_band": selectors.next_band(snapshot, model, components),
     }
     return render(request, "health/portal.html", context)
+
+
+# Calibration ---------------------------------------------------------------------------------------
+
+
+def admin_page(view):
+    """Channel admins only: partner users get 404 (no such page for them), other staff 403."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if is_partner_user(request.user):
+            raise Http404("No such page.")
+        if not is_channel_admin(request.user):
+            raise PermissionDenied("Channel admins only.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _calibration_model(request):
+    from health.models import ScoringModel
+
+    models = list(ScoringModel.objects.order_by("-is_active", "priority", "id"))
+    raw = request.GET.get("model") or request.POST.get("model") or ""
+    chosen = next((m for m in models if raw.isdigit() and m.pk == int(raw)), None)
+    if raw and chosen is None:
+        raise Http404("No such scoring model.")
+    return (chosen or (models[0] if models else None)), models
+
+
+@require_GET
+@admin_page
+def calibration(request):
+    """The latest calibration report of a model (or one of its past reports), with charts and history."""
+    from health.calibration import calibration_reports
+    from health.models import CalibrationReport
+
+    model, models = _calibration_model(request)
+    history = calibration_reports(model) if model else []
+    report = None
+    raw = request.GET.get("report") or ""
+    if raw:
+        report = CalibrationReport.objects.filter(pk=int(raw) if raw.isdigit() else 0, model=model).first()
+        if report is None:
+            raise Http404("No such report.")
+    elif history:
+        report = CalibrationReport.objects.get(pk=history[0].pk)
+    context = {
+        "nav": "calibration",
+        "model": model,
+        "models": models,
+        "report": report,
+        "results": report.results if report else {},
+        "history": history,
+    }
+    return render(request, "health/calibration.html", context)
+
+
+@require_POST
+@admin_page
+def calibration_regenerate(request):
+    """Queue a new report of the model now; it appears in the history when the worker is done."""
+    from django.db import transaction
+
+    from health.tasks import calibrate_models
+
+    model, _ = _calibration_model(request)
+    if model is None:
+        raise Http404("No scoring model.")
+    kwargs = {"model_id": model.pk, "user_id": request.user.pk, "trigger": "page"}
+    transaction.on_commit(lambda: calibrate_models.delay(**kwargs))
+    messages.success(request, f"A new calibration of “{model.name}” is queued; reload in a minute or two.")
+    return HttpResponseRedirect(reverse("calibration") + "?" + urlencode({"model": model.pk}))
+
+
+@require_POST
+@admin_page
+def calibration_apply(request, report_id: int):
+    """Open the model's admin form with the report's suggested weights filled in: preview, then save (audited)."""
+    from health.models import CalibrationReport
+
+    report = CalibrationReport.objects.filter(pk=report_id).only("id", "model_id", "results").first()
+    if report is None:
+        raise Http404("No such report.")
+    if (report.results.get("weights") or {}).get("status") != "fitted":
+        messages.error(request, "This report has no suggested weights to apply.")
+        return HttpResponseRedirect(reverse("calibration") + "?" + urlencode({"model": report.model_id}))
+    target = reverse("admin:health_scoringmodel_change", args=[report.model_id])
+    return HttpResponseRedirect(target + "?" + urlencode({"calibration": report.pk}), status=303)
