@@ -45,6 +45,8 @@ MIN_PARTNERS = 20
 # components are nearly collinear (activity intensity and portal logins, say).
 RIDGE_PENALTY = 1.0
 SEED = 20260401
+# A component with this share of partners at full marks (or at none) barely ranks them: said on the report.
+SATURATED = 0.8
 BOOTSTRAP_CHUNK = 50
 Progress = Callable[[str], None]
 
@@ -601,6 +603,12 @@ def calibration_compute(
     common = {"resamples": options.resamples, "confidence": options.confidence}
     with_revenue = rank_correlations(component_ranks, revenue_ranks, **common)
     with_change = rank_correlations(component_ranks, change_ranks, **common)
+    pooled = np.vstack([q.features.components for q in quarters])
+    present = (~np.isnan(pooled)).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A component at full marks (or none) for most partners cannot tell them apart, whatever its weight.
+        full_marks = np.where(present > 0, (pooled >= 100).sum(axis=0) / present, np.nan)
+        no_marks = np.where(present > 0, (pooled <= 0).sum(axis=0) / present, np.nan)
     results["components"] = [
         {
             "kpi": c.kpi,
@@ -609,6 +617,9 @@ def calibration_compute(
             "weight": c.weight,
             "revenue": with_revenue[i].as_dict(),
             "change": with_change[i].as_dict(),
+            "full_marks": _round(full_marks[i]),
+            "no_marks": _round(no_marks[i]),
+            "saturated": bool(max(np.nan_to_num(full_marks[i]), np.nan_to_num(no_marks[i])) >= SATURATED),
         }
         for i, c in enumerate(spec.components)
     ]
@@ -638,7 +649,8 @@ def calibration_compute(
     results["history"] = "enough"
     tested = max(1, len(quarters) // 3)
     train, test = quarters[:-tested], quarters[-tested:]
-    weights_result = _weights_section(spec, labels, train, test, at_risk=at_risk, options=options)
+    saturated = np.array([row["saturated"] for row in results["components"]], dtype=bool)
+    weights_result = _weights_section(spec, labels, train, test, at_risk=at_risk, options=options, saturated=saturated)
     results["weights"] = weights_result
     verdicts.append(weights_result["verdict"])
 
@@ -674,10 +686,20 @@ def _weights_section(
     *,
     at_risk: float,
     options: CalibrationOptions,
+    saturated: np.ndarray,
 ) -> dict:
+    """NNLS weights on the training quarters, judged on the test quarters against the current and uniform ones.
+
+    Saturated components (most partners at full marks or at none) keep their current weight and stay out of
+    the fit: their few distinct values would turn a tiny coefficient into a large weight that mostly shifts
+    every score, and the fix they need is a better target, not a weight.
+    """
     components = np.vstack([q.features.components for q in train])
     revenue_ranks = _pooled_ranks(train, lambda q: q.revenue)
-    raw_weights, coefficients = fit_weights(components, revenue_ranks)
+    raw_weights, coefficients = np.zeros(len(spec.components)), np.zeros(len(spec.components))
+    fitted = ~saturated
+    if fitted.any():
+        raw_weights[fitted], coefficients[fitted] = fit_weights(components[:, fitted], revenue_ranks)
     current = np.array([c.weight for c in spec.components])
     total = current.sum()
     section: dict = {
@@ -698,7 +720,8 @@ def _weights_section(
             ),
         )
         return section
-    suggested = raw_weights / raw_weights.sum() * total
+    suggested = np.where(saturated, current, 0.0)
+    suggested[fitted] = raw_weights[fitted] / raw_weights.sum() * (total - current[saturated].sum())
     uniform = np.full(len(current), total / len(current))
     test_components = [q.features.components for q in test]
     test_revenue = _pooled_ranks(test, lambda q: q.revenue)
@@ -732,6 +755,7 @@ def _weights_section(
                 "suggested": _round(suggested[i], 3),
                 "suggested_share": _round(suggested[i] / total),
                 "coefficient": _round(coefficients[i]),
+                "kept": bool(saturated[i]),
             }
             for i in order
         ],

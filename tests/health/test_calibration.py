@@ -357,3 +357,17 @@ def test_monthly_beat_task_is_declared_and_calibrates_every_active_model():
     assert (
         sorted(CalibrationReport.objects.filter(pk__in=outcome["reports"]).values_list("model_id", flat=True)) == active
     )
+
+
+def test_a_saturated_component_keeps_its_weight_and_is_flagged():
+    build_program(partners=80)
+    model = synthetic_model({"portal_logins": 1, "content_views": 1, "events_attended": 1})
+    # Every partner has more than one engagement event: a target of 1 gives everyone full marks.
+    ScoringComponent.objects.create(model=model, kpi="activity_intensity", weight=Decimal(4), method="target", target=1)
+    result = calibration_compute(model=model, as_of=AS_OF, options=FAST)
+    intensity = next(c for c in result.results["components"] if c["kpi"] == "activity_intensity")
+    assert intensity["full_marks"] == 1.0 and intensity["saturated"] is True
+    rows = {row["kpi"]: row for row in result.results["weights"]["rows"]}
+    assert rows["activity_intensity"]["suggested"] == 4 and rows["activity_intensity"]["kept"] is True
+    assert sum(row["suggested"] for row in rows.values()) == pytest.approx(7, abs=0.01)
+    assert rows["portal_logins"]["suggested"] > rows["events_attended"]["suggested"]
