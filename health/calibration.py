@@ -837,8 +837,8 @@ def _forecast_section(
         + (f" and its MAPE {mape:.0%}" if mape is not None else "")
         + f" (last quarter's revenue as the forecast: {_signed(holdout['naive_spearman'])}"
         + (f", MAPE {holdout['naive_mape']:.0%}" if holdout["naive_mape"] is not None else "")
-        + f"). Its {options.interval:.0%} intervals come from the misses on that quarter of partners with "
-        "similar predictions."
+        + f"). Its {options.interval:.0%} intervals come from the misses of partners with similar predictions "
+        "on the held-out quarters."
     )
     return (
         {
