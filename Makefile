@@ -29,6 +29,11 @@ test: $(STAMP) browser
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m tests $(ARGS)
 
+## The quick benchmarks (10,000 partners) on PostgreSQL at 127.0.0.1:5432; docs/benchmarks.md has the full ones.
+bench: $(STAMP)
+	flock /tmp/prm-bench.lock $(BIN)/python -m bench.recompute --quick
+	flock /tmp/prm-bench.lock $(BIN)/python -m bench.dashboards --quick
+
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -55,16 +55,18 @@ def alerts_evaluate(
         return []
 
     snapshots = ScoreSnapshot.objects.filter(model_id=spec.id, partner_id__in=candidates)
-    previous = _latest_before(snapshots.filter(as_of__lt=as_of))
+    # Scores only: the components of a previous snapshot are read below for the alerts recorded, not for
+    # every candidate (on a first run, every partner below the threshold is one).
+    previous = dict(
+        _latest_snapshots(model_id=spec.id, partner_ids=candidates, time_filter=Q(as_of__lt=as_of)).values_list(
+            "partner_id", "score"
+        )
+    )
     alerts_so_far = Alert.objects.filter(model_id=spec.id, partner_id__in=candidates)
     already = set(alerts_so_far.filter(as_of=as_of).values_list("partner_id", "kind"))
 
     threshold_alerts = set()
-    crossing = {
-        pid
-        for pid in below
-        if previous.get(pid) is None or previous[pid].score is None or previous[pid].score >= threshold
-    }
+    crossing = {pid for pid in below if previous.get(pid) is None or previous[pid] >= threshold}
     last_threshold = dict(
         alerts_so_far.filter(kind=Alert.Kind.THRESHOLD, as_of__lt=as_of, partner_id__in=crossing)
         .values("partner_id")
@@ -97,15 +99,25 @@ def alerts_evaluate(
     if not wanted:
         return []
     # What moved: against the trend's base snapshot when there is one, else the previous snapshot.
-    base = _latest_before(
-        snapshots.filter(
-            as_of__lte=as_of - datetime.timedelta(days=spec.trend_days), partner_id__in={p for p, _ in wanted}
+    alerted = {pid for pid, _ in wanted}
+    fields = ("partner_id", "score", "components")
+    base_before = Q(as_of__lte=as_of - datetime.timedelta(days=spec.trend_days))
+    compared_with = {
+        s.partner_id: s
+        for s in _latest_snapshots(model_id=spec.id, partner_ids=alerted, time_filter=base_before).only(*fields)
+    }
+    without_base = {pid for pid in alerted if pid not in compared_with and pid in previous}
+    if without_base:
+        compared_with.update(
+            (s.partner_id, s)
+            for s in _latest_snapshots(model_id=spec.id, partner_ids=without_base, time_filter=Q(as_of__lt=as_of)).only(
+                *fields
+            )
         )
-    )
     alerts = []
     for pid, kind in sorted(wanted):
         result = scores[pid]
-        compared = base.get(pid) or previous.get(pid)
+        compared = compared_with.get(pid)
         alerts.append(
             Alert(
                 partner_id=pid,
@@ -122,12 +134,19 @@ def alerts_evaluate(
     return Alert.objects.bulk_create(alerts)
 
 
-def _latest_before(snapshots) -> dict[int, ScoreSnapshot]:
-    """The latest snapshot per partner of a (small) candidate set, in one query."""
-    latest: dict[int, ScoreSnapshot] = {}
-    for snapshot in snapshots.order_by("partner_id", "-as_of").only("partner_id", "as_of", "score", "components"):
-        latest.setdefault(snapshot.partner_id, snapshot)
-    return latest
+def _latest_snapshots(*, model_id: int, partner_ids: Iterable[int], time_filter: Q) -> QuerySet[ScoreSnapshot]:
+    """Each partner's latest snapshot under the model among those matching `time_filter`, in one query.
+
+    A correlated lookup per partner that the (partner, model, as_of) unique index answers: the cost follows
+    the number of partners, never the length of their history (a year of daily snapshots is 365 rows each).
+    """
+    latest = (
+        ScoreSnapshot.objects.filter(time_filter, partner=OuterRef("pk"), model_id=model_id)
+        .order_by("-as_of")
+        .values("id")[:1]
+    )
+    ids = Partner.objects.filter(pk__in=list(partner_ids)).order_by().annotate(latest=Subquery(latest)).values("latest")
+    return ScoreSnapshot.objects.filter(pk__in=ids).order_by()
 
 
 def _reasons(before: list[dict], after: list[dict]) -> list[dict]:
