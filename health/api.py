@@ -10,7 +10,6 @@ from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, permissions, serializers, status, viewsets
@@ -24,6 +23,7 @@ from health.models import Alert, ScoreSnapshot, ScoringComponent, ScoringModel
 from health.services import model_spec, scored_partners, scores_preview, segment_filter
 from health.tasks import recompute_scores
 from kpis.registry import kpi_catalogue, kpi_evidence_url
+from prm.inputs import parse_instant
 from prm.models import Partner, Tier
 from prm.roles import is_channel_admin, partner_id_of, visible_partners
 
@@ -261,7 +261,7 @@ def _instant(request, name: str):
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    value = parse_datetime(raw)
+    value = parse_instant(raw)
     if value is None or timezone.is_naive(value):
         raise serializers.ValidationError(
             {name: ["Give an ISO 8601 instant with an offset, e.g. 2026-10-01T00:00:00Z."]}
@@ -347,10 +347,10 @@ class RecomputeRequestSerializer(serializers.Serializer):
 
     def validate_as_of(self, value):
         raw = self.initial_data.get("as_of")
-        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        parsed = parse_instant(raw) if isinstance(raw, str) else None
         if parsed is None or timezone.is_naive(parsed):
             raise serializers.ValidationError("Give an ISO 8601 instant with an offset, e.g. 2026-10-01T00:00:00Z.")
-        return value
+        return parsed
 
 
 class RecomputeView(APIView):
@@ -400,7 +400,7 @@ class AlertSerializer(serializers.ModelSerializer):
     partner_name = serializers.CharField(source="partner.name")
     model = serializers.IntegerField(source="model_id")
     acknowledged = serializers.SerializerMethodField()
-    acknowledged_by = serializers.CharField(source="acknowledged_by.username", default=None)
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", default=None, allow_null=True)
     follow_up = serializers.IntegerField(source="follow_up_id", allow_null=True)
 
     class Meta:

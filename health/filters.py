@@ -3,6 +3,7 @@
 import django_filters
 
 from health.models import Alert
+from prm.api.filters import InstantFilter
 
 
 class AlertFilter(django_filters.FilterSet):
@@ -11,8 +12,9 @@ class AlertFilter(django_filters.FilterSet):
     model = django_filters.NumberFilter(field_name="model_id")
     band = django_filters.CharFilter()
     acknowledged = django_filters.BooleanFilter(field_name="acknowledged_at", lookup_expr="isnull", exclude=True)
-    since = django_filters.IsoDateTimeFilter(field_name="as_of", lookup_expr="gt")
-    until = django_filters.IsoDateTimeFilter(field_name="as_of", lookup_expr="lte")
+    # With an offset, as every time filter of the API (a naive time or an offset PostgreSQL refuses is a 400).
+    since = InstantFilter(field_name="as_of", lookup_expr="gt")
+    until = InstantFilter(field_name="as_of", lookup_expr="lte")
 
     class Meta:
         model = Alert

@@ -53,6 +53,22 @@ class BatchInvalid(Exception):
 # Fields -------------------------------------------------------------------------------------------
 
 
+def parse_instant(text: str) -> datetime.datetime | None:
+    """An ISO 8601 time with its offset, as UTC; None when it does not parse or has no offset.
+
+    UTC because PostgreSQL refuses offsets beyond 15:59 that Python accepts (up to 23:59): an instant
+    given as 08:00+22:35 is stored and compared as the same instant in UTC. An instant that falls outside
+    the years 1 to 9999 once in UTC does not parse.
+    """
+    try:
+        parsed = parse_datetime(text.strip())
+        if parsed is None or timezone.is_naive(parsed):
+            return parsed
+        return parsed.astimezone(datetime.UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
 class AwareDateTimeField(serializers.DateTimeField):
     """An ISO 8601 instant that must carry its UTC offset: a naive time is ambiguous, so refused."""
 
@@ -62,10 +78,7 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
-            try:
-                parsed = parse_datetime(value.strip())
-            except ValueError:
-                parsed = None
+            parsed = parse_instant(value)
             if parsed is None:
                 self.fail("invalid", format="YYYY-MM-DDThh:mm[:ss[.uuuuuu]]+HH:MM or Z")
             if timezone.is_naive(parsed):

@@ -237,6 +237,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "prm.api.permissions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["prm.api.permissions.PerUserThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": _read("API_THROTTLE_USER", "str", default="6000/minute"),

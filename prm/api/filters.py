@@ -13,8 +13,8 @@ import django_filters
 from django import forms
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from prm.inputs import parse_instant
 from prm.models import Activity, ActivityKind, Certification, Deal, Partner
 
 # An unencoded "+" in a query string arrives as a space: "...T09:30:00 02:00" meant "...T09:30:00+02:00".
@@ -32,11 +32,7 @@ class InstantField(forms.Field):
     def to_python(self, value):
         if value in self.empty_values:
             return None
-        text = _SPACE_FOR_PLUS.sub(r"\1+\2", str(value).strip())
-        try:
-            parsed = parse_datetime(text)
-        except ValueError:
-            parsed = None
+        parsed = parse_instant(_SPACE_FOR_PLUS.sub(r"\1+\2", str(value).strip()))
         if parsed is None:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         if timezone.is_naive(parsed):

@@ -1,5 +1,7 @@
-"""Who may call what in the API, and how often: role permissions, the per-user and bulk-write throttles."""
+"""Who may call what in the API, and how often: role permissions, the per-user and bulk-write throttles, and
+the API's answer to a body too large to read."""
 
+from django.conf import settings
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
@@ -49,3 +51,22 @@ class BulkWriteThrottle(ScopedRateThrottle):
     def get_rate(self):
         # Read at request time, not import time, so that a changed setting takes effect.
         return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus a JSON 413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    Django raises RequestDataTooBig (a SuspiciousOperation) when the body is read, which DRF leaves to
+    Django's HTML 400 page: an API client gets a JSON answer that says what is wrong instead.
+    """
+    from django.core.exceptions import RequestDataTooBig
+    from rest_framework import status
+    from rest_framework.response import Response
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": f"The body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes accepted."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    return drf_exception_handler(exc, context)

@@ -19,9 +19,9 @@ class PartnerHealthSerializer(serializers.Serializer):
 
 
 class PartnerSerializer(serializers.ModelSerializer):
-    tier = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="Tier slug.")
+    tier = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True, help_text="Tier slug.")
     owner = serializers.SlugRelatedField(
-        slug_field="username", read_only=True, help_text="Username of the account manager."
+        slug_field="username", read_only=True, allow_null=True, help_text="Username of the account manager."
     )
     health = PartnerHealthSerializer(source="*", read_only=True)
 
@@ -106,11 +106,35 @@ class UpsertResultSerializer(serializers.Serializer):
     unchanged = serializers.IntegerField()
 
 
-class ItemErrorSerializer(serializers.Serializer):
-    index = serializers.IntegerField(help_text="Position of the item in the list; -1 for the list as a whole.")
-    field = serializers.CharField(help_text="The field at fault; '-' for the item as a whole.")
-    message = serializers.CharField()
-
-
-class ListErrorsSerializer(serializers.Serializer):
-    errors = ItemErrorSerializer(many=True)
+# Errors of a write body, as raw schemas: no serializer describes a dict keyed by field names.
+LIST_ERRORS_SCHEMA = {
+    "type": "object",
+    "required": ["errors"],
+    "properties": {
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "field", "message"],
+                "properties": {
+                    "index": {
+                        "type": "integer",
+                        "description": "Position of the item in the list; -1 for the list as a whole.",
+                    },
+                    "field": {"type": "string", "description": "The field at fault; '-' for the item as a whole."},
+                    "message": {"type": "string"},
+                },
+            },
+        }
+    },
+    "description": 'A list body\'s errors, every bad item at once: {"errors": [{"index", "field", "message"}]}.',
+}
+FIELD_ERRORS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": 'A single object\'s errors by field: {"field": ["message"]}; "non_field_errors" for the whole.',
+}
+# DRF's own answer where no field is at fault: a body that is not JSON, a media type it does not read.
+DETAIL_SCHEMA = {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
+BODY_ERRORS_SCHEMA = {"anyOf": [LIST_ERRORS_SCHEMA, FIELD_ERRORS_SCHEMA, DETAIL_SCHEMA]}
+OBJECT_ERRORS_SCHEMA = {"anyOf": [FIELD_ERRORS_SCHEMA, DETAIL_SCHEMA]}

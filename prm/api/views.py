@@ -21,12 +21,13 @@ from rest_framework.settings import api_settings
 from prm.api.filters import ActivityFilter, ActivityKindFilter, CertificationFilter, DealFilter, PartnerFilter
 from prm.api.permissions import BulkWriteThrottle, RolePermission
 from prm.api.serializers import (
+    BODY_ERRORS_SCHEMA,
+    OBJECT_ERRORS_SCHEMA,
     ActivityKindSerializer,
     ActivitySerializer,
     CertificationSerializer,
     DealSerializer,
     IngestResultSerializer,
-    ListErrorsSerializer,
     PartnerSerializer,
     UpsertResultSerializer,
 )
@@ -96,10 +97,11 @@ def _object_or_list(name: str, input_class) -> PolymorphicProxySerializer:
 
 
 _BAD_BODY = OpenApiResponse(
-    ListErrorsSerializer,
+    BODY_ERRORS_SCHEMA,
     description='A list body: {"errors": [{"index", "field", "message"}]} and nothing written. '
     'A single object: {"field": ["message"]}.',
 )
+_BAD_OBJECT = OpenApiResponse(OBJECT_ERRORS_SCHEMA, description='{"field": ["message"]}; nothing changed.')
 
 
 class PrmViewSet(viewsets.GenericViewSet):
@@ -155,7 +157,7 @@ class PrmViewSet(viewsets.GenericViewSet):
         },
         description="One object creates a partner (400 if its external_id exists); a list upserts by external_id.",
     ),
-    partial_update=extend_schema(request=PartnerInput, responses={200: PartnerSerializer, 400: _BAD_BODY}),
+    partial_update=extend_schema(request=PartnerInput, responses={200: PartnerSerializer, 400: _BAD_OBJECT}),
     destroy=extend_schema(description="Channel admins only."),
 )
 class PartnerViewSet(
@@ -218,7 +220,7 @@ class PartnerViewSet(
 @extend_schema_view(
     create=extend_schema(
         request=ActivityKindInput,
-        responses={201: ActivityKindSerializer, 400: OpenApiResponse(description='{"field": ["message"]}')},
+        responses={201: ActivityKindSerializer, 400: _BAD_OBJECT},
         description="Channel admins only.",
     )
 )
@@ -268,7 +270,7 @@ class ActivityViewSet(mixins.ListModelMixin, PrmViewSet):
         },
         description="One object creates a deal (400 if its external_id exists); a list upserts by external_id.",
     ),
-    partial_update=extend_schema(request=DealInput, responses={200: DealSerializer, 400: _BAD_BODY}),
+    partial_update=extend_schema(request=DealInput, responses={200: DealSerializer, 400: _BAD_OBJECT}),
 )
 class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PrmViewSet):
     queryset = Deal.objects.select_related("partner").order_by("-registered_at", "-pk")

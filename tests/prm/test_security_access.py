@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 from dataclasses import dataclass
 
@@ -12,14 +11,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from rest_framework.authtoken.models import Token
 
-from health.models import Alert, ScoringModel
-from health.services import scores_recompute
-from kpis.models import BusinessReview
-from tests.factories import ActivityFactory, CertificationFactory, DealFactory, kind
+from tests.api.program import build_program
 
 pytestmark = pytest.mark.django_db
-
-A = datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC)
 
 # The URLs that answer an anonymous caller: signing in, resetting a password, the health check, and
 # the API's token endpoint, schema and docs page (API.md: "No anonymous access anywhere except ...").
@@ -183,33 +177,7 @@ def test_the_public_urls_answer_anonymously(client):
 
 @pytest.fixture
 def world(partner_a, partner_b, manager, channel_admin, partner_user_a, partner_user_b):
-    """Records of both partners (events, deals, certifications, scores, an alert, a review)."""
-    for partner, prefix in [(partner_a, "a"), (partner_b, "b")]:
-        ActivityFactory(
-            partner=partner,
-            kind=kind("portal_login"),
-            quantity=3,
-            external_id=f"{prefix}-evt",
-            occurred_at=A - datetime.timedelta(days=2),
-        )
-        DealFactory(partner=partner, external_id=f"{prefix}-deal", registered_at=A - datetime.timedelta(days=5))
-        CertificationFactory(partner=partner, name=f"{prefix}-cert")
-    scores_recompute(as_of=A)
-    partner_a.refresh_from_db()
-    model = ScoringModel.objects.get(pk=partner_a.health_model_id)
-    alert = Alert.objects.create(
-        partner=partner_a,
-        model=model,
-        kind=Alert.Kind.DROP,
-        as_of=A - datetime.timedelta(hours=1),  # the recompute at A may have raised its own
-        score=partner_a.health_score or 10.0,
-        previous_score=60.0,
-        trend=-5.0,
-        band=partner_a.health_band,
-        reasons=[],
-    )
-    review = BusinessReview.objects.create(partner=partner_a, period="2026-Q3", held_on=datetime.date(2026, 9, 20))
-    return {"alert": alert.pk, "review": review.pk, "model": model.pk}
+    return build_program(partner_a, partner_b)
 
 
 ROLES = ["admin", "manager", "user_a", "user_b"]
