@@ -7,7 +7,8 @@ seconds, and all writes go through prm.services in a few batches.
 
 The program has a shape worth scoring: engagement drifts slowly within each partner, a few partners
 fade over the last months and a few recover, and deal registrations follow engagement a month later
-with engagement-dependent win rates, so revenue in a quarter follows engagement in the quarter before.
+with engagement-dependent win rates, so revenue in a quarter follows engagement in the quarter before
+(the first calibration report, made by seed_demo, measures it).
 """
 
 from __future__ import annotations
@@ -504,7 +505,9 @@ class _PartnerRows:
                 # The vendor's newsletter goes to every contact; opening it is the partner's doing.
                 sent_at = start + datetime.timedelta(days=1, hours=9)
                 rows.append(self._activity("email_sent", sent_at, len(contacts), newsletter=f"{sent_at:%Y-%m-%d}"))
-                opened = _binomial(rng, len(contacts), _clamp(0.3 * relative * open_bias, 0.02, 0.95))
+                # Partners that engage more open more: the open rate follows the engagement level (the
+                # partner's baseline and its drift), so it tells partners apart as their revenue does.
+                opened = _binomial(rng, len(contacts), _clamp(0.25 * level * open_bias, 0.02, 0.95))
                 if opened:
                     rows.append(
                         self._activity("email_opened", sent_at + datetime.timedelta(hours=rng.randint(1, 60)), opened)

@@ -52,3 +52,11 @@ class Command(BaseCommand):
         self.stdout.flush()
         scores_backfill(weeks=52)
         self.stdout.write(self.style.SUCCESS("Health scores computed."))
+
+        # A first calibration report, so the Calibration page shows what the year of history says from the start.
+        from health.calibration import calibration_reports_create
+
+        self.stdout.write("Calibrating the scoring model against the revenue that followed...")
+        self.stdout.flush()
+        for report in calibration_reports_create(trigger="demo"):
+            self.stdout.write(report.verdict)
