@@ -487,9 +487,11 @@ class PartnerForecastSerializer(serializers.Serializer):
     revenue_last_quarter = serializers.FloatField(help_text="Partner-sourced revenue of the three months before.")
     holdout = serializers.SerializerMethodField()
 
+    @extend_schema_field(OpenApiTypes.DATETIME)
     def get_period_start(self, forecast) -> str:
         return forecast.report.as_of.isoformat()
 
+    @extend_schema_field(OpenApiTypes.DATETIME)
     def get_period_end(self, forecast) -> str:
         from health.calibration import forecast_period
 

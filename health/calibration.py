@@ -23,7 +23,7 @@ from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 from scipy import optimize, stats
 
-from health.models import CalibrationReport, PartnerForecast, ScoringModel
+from health.models import CalibrationReport, PartnerForecast, RecomputeLock, ScoringModel
 from health.scoring import ModelSpec, score_population
 from health.services import model_spec, segment_filter
 from kpis.registry import kpi_catalogue, kpis_compute
@@ -45,6 +45,7 @@ MIN_PARTNERS = 20
 # components are nearly collinear (activity intensity and portal logins, say).
 RIDGE_PENALTY = 1.0
 SEED = 20260401
+LOCK_NAME = "calibration"
 # A component with this share of partners at full marks (or at none) barely ranks them: said on the report.
 SATURATED = 0.8
 BOOTSTRAP_CHUNK = 50
@@ -906,13 +907,22 @@ def calibration_reports_create(
     as_of: datetime.datetime | None = None,
     progress: Progress | None = None,
 ) -> list[CalibrationReport]:
-    """One report per active model (or for the given one), all as of the same instant."""
+    """One report per active model (or for the given one), all as of the same instant.
+
+    Runs one at a time (a row lock): a monthly run and a "Regenerate now" never compute side by side on the
+    same workers; the second waits, then makes its own report.
+    """
     as_of = as_of or timezone.now()
-    models = [model] if model is not None else list(ScoringModel.objects.filter(is_active=True))
-    return [
-        calibration_report_create(model=m, as_of=as_of, options=options, user=user, trigger=trigger, progress=progress)
-        for m in models
-    ]
+    RecomputeLock.objects.get_or_create(name=LOCK_NAME)
+    with transaction.atomic():
+        RecomputeLock.objects.select_for_update().get(name=LOCK_NAME)
+        models = [model] if model is not None else list(ScoringModel.objects.filter(is_active=True))
+        return [
+            calibration_report_create(
+                model=m, as_of=as_of, options=options, user=user, trigger=trigger, progress=progress
+            )
+            for m in models
+        ]
 
 
 # Reads for the pages and the API ---------------------------------------------------------------------
