@@ -636,7 +636,10 @@ def calibration_compute(
     fell = (before > 0) & (revenue <= (1 - options.fall) * before)
     results["deciles"] = deciles(score, revenue, revenue_ranks, fell.astype(float))
 
-    verdicts = [_score_sentence(results["score"]["revenue"], len(quarters))]
+    verdicts = [
+        _score_sentence(results["score"]["revenue"], len(quarters)),
+        _at_risk_sentence(results["at_risk"], options),
+    ]
     if len(quarters) < MIN_QUARTERS:
         results["history"] = "too_little"
         results["weights"] = {"status": "too_little_history"}
@@ -676,6 +679,17 @@ def _score_sentence(correlation: dict, quarters: int) -> str:
     return (
         f"Over {quarters} quarter(s), the score at a quarter's start shows {strength} rank correlation with that "
         f"quarter's partner-sourced revenue (rho {rho:+.2f}, interval {low:+.2f} to {high:+.2f})."
+    )
+
+
+def _at_risk_sentence(figures: dict, options: CalibrationOptions) -> str:
+    if not figures["fell"]:
+        return f"No partner's revenue fell by {options.fall:.0%} or more, so the at-risk band could not be judged."
+    precision = "" if figures["precision"] is None else f", {figures['precision']:.0%} of those it flagged did"
+    return (
+        f"The at-risk band flagged {figures['true_positives']} of the {figures['fell']} partners whose revenue then "
+        f"fell by {options.fall:.0%} or more (recall {figures['recall']:.0%}{precision}; "
+        f"{figures['base_rate']:.0%} of partners fell)."
     )
 
 

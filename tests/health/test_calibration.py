@@ -182,6 +182,9 @@ def test_known_drivers_are_found_and_the_calibrated_score_predicts_better_out_of
     assert weights["difference_uniform"]["low"] > 0
     assert weights["significant"] is True
     assert "significantly better than the current ones" in result.verdict
+    assert f"The at-risk band flagged {results['at_risk']['true_positives']} of the {results['at_risk']['fell']}" in (
+        result.verdict
+    )
 
     # The score's deciles: the top tenth brought more revenue than the bottom tenth.
     assert len(results["deciles"]) == 10
