@@ -229,3 +229,20 @@ def test_forecast_api_is_scoped_like_the_other_partner_resources(
 def test_forecast_api_is_in_the_schema(admin_api):
     schema = admin_api.get("/api/v1/schema/", HTTP_ACCEPT="application/json").content.decode()
     assert "/api/v1/partners/{external_id}/forecast/" in schema and "PartnerForecast" in schema
+
+
+def test_report_page_queries_do_not_grow_with_the_history(client, channel_admin, report):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(channel_admin)
+    url = f"/calibration/?model={report.model_id}"
+    client.get(url)  # the session and the user's groups, once
+    with CaptureQueriesContext(connection) as one:
+        html_of(client.get(url))
+    for _ in range(3):
+        calibration_report_create(model=report.model, as_of=AS_OF, options=CalibrationOptions(quarters=1, resamples=20))
+    with CaptureQueriesContext(connection) as four:
+        html = html_of(client.get(url))
+    assert len(re.findall(r'<tr data-report="\d+"', html)) == 4
+    assert len(four) == len(one) <= 10
