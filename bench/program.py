@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -362,6 +363,25 @@ def ensure_program(
         cursor.execute(f"UPDATE {MARKER} SET seconds = %s", [seconds])
     _say(f"generated in {seconds:.1f} s")
     return Program(partners, activities, deals, certifications, reviews, anchor, seconds, reused=False)
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: a benchmark on a shared machine says how shared."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def vacuum_analyze() -> float:
+    """VACUUM ANALYZE the bench database, as autovacuum would between daily recomputes; returns seconds.
+
+    A recompute rewrites every partner row and adds a snapshot each; the benchmark server may run with
+    autovacuum off (this machine's does), and then dead rows pile up and every later scan reads them.
+    """
+    from django.db import connection
+
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    return time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:

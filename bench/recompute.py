@@ -19,7 +19,7 @@ import time
 from collections import Counter
 
 from bench import DEFAULT_DATABASE
-from bench.program import ensure_program, program_sizes
+from bench.program import ensure_program, load_average, program_sizes, vacuum_analyze
 
 QUICK_DATABASE = "prm_bench_quick"
 BENCH_TRIGGER = "bench"
@@ -325,16 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     _forget_bench_runs()
     window_days = ScoringModel.objects.filter(is_active=True).order_by("priority", "id").first().window_days
     as_of = timezone.now()
-    print(f"peak RSS before: {peak_rss_mb():.0f} MB")
+    print(f"peak RSS before: {peak_rss_mb():.0f} MB; load average at the start: {load_average()}")
 
     from health.models import ScoreSnapshot
 
     earlier = ScoreSnapshot.objects.count()
+    print(f"vacuum analyze: {vacuum_analyze():.1f} s (untimed; again between the runs)")
     # The scan first, untimed: every run then starts with the tables in the operating system's cache.
     time_scan()
     # Two runs a day apart: the first may be the program's first ever (no earlier snapshot, so every
     # partner below the alert threshold raises an alert); the second is what the daily run does.
     first_seconds, first_queries, _, first_alerts = time_recompute(as_of - datetime.timedelta(days=1))
+    vacuum_analyze()
     recompute_seconds, queries, snapshots, alerts = time_recompute(as_of)
     recompute_rss = peak_rss_mb()
     floor_seconds, floor_rows = time_floor(as_of, window_days)
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     def statements(counter: QueryCounter) -> str:
         return f"{counter.total} ({', '.join(f'{name} {count}' for name, count in sorted(counter.statements.items()))})"
 
-    print(f"snapshots before the runs: {earlier:,}")
+    print(f"snapshots before the runs: {earlier:,}; load average at the end: {load_average()}")
     print(
         f"    recompute, run 1 (A - 1 day): {first_seconds:8.2f} s   {first_alerts:,} alerts recorded; "
         f"SQL statements {statements(first_queries)}"
