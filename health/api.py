@@ -14,6 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -25,7 +26,7 @@ from health.tasks import recompute_scores
 from kpis.registry import kpi_catalogue, kpi_evidence_url
 from prm.inputs import parse_instant
 from prm.models import Partner, Tier
-from prm.roles import is_channel_admin, partner_id_of, visible_partners
+from prm.roles import is_channel_admin, may_write_partner, partner_id_of, scope_to_user, visible_partners
 
 # Permissions ---------------------------------------------------------------------------------------
 
@@ -453,13 +454,15 @@ class AlertViewSet(viewsets.ReadOnlyModelViewSet):
     ordering = ["-as_of", "-id"]
 
     def get_queryset(self):
-        return Alert.objects.select_related("partner", "acknowledged_by")
+        return scope_to_user(Alert.objects.select_related("partner", "acknowledged_by"), self.request.user)
 
     @extend_schema(request=AcknowledgeSerializer, responses=AlertSerializer)
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         """Acknowledge the alert (the first acknowledgment stands), optionally with a follow-up action."""
         alert = self.get_object()
+        if not may_write_partner(request.user, alert.partner_id):
+            raise PermissionDenied("You may not act on this partner's alerts.")
         body = AcknowledgeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         alert = alert_acknowledge(

@@ -28,7 +28,7 @@ from kpis.periods import Period
 from kpis.registry import kpi_catalogue
 from kpis.selectors import partner_kpi_table
 from kpis.targets import targets_for
-from prm.roles import is_account_manager, is_channel_admin, is_partner_user
+from prm.roles import is_account_manager, is_channel_admin, is_partner_user, may_write_partner
 
 
 def is_vendor_staff(user) -> bool:
@@ -230,6 +230,8 @@ def partner_page(request, external_id: str):
 @staff_page
 def acknowledge(request, external_id: str, alert_id: int):
     alert = selectors.alert_for_acknowledgment(user=request.user, external_id=external_id, alert_id=alert_id)
+    if not may_write_partner(request.user, alert.partner_id):
+        raise PermissionDenied("You may not act on this partner's alerts.")
     form = AcknowledgeForm(request.POST)
     target = reverse("partner", args=[external_id]) + "#alerts"
     if not form.is_valid():

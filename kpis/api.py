@@ -21,7 +21,7 @@ from kpis.periods import Period, PeriodError
 from kpis.registry import BUILT_IN_KPIS, kpi_catalogue
 from kpis.selectors import partner_kpi_table, reviews_visible_to
 from kpis.services import review_create, review_update
-from prm.roles import visible_partners
+from prm.roles import may_write_partner, visible_partners, writable_partners
 
 # The catalogue ------------------------------------------------------------------------------------
 
@@ -148,7 +148,8 @@ class BusinessReviewInput(serializers.Serializer):
             if value != review.partner.external_id:
                 raise serializers.ValidationError("The partner of a review cannot be changed.")
             return review.partner
-        partner = visible_partners(self.context["request"].user).filter(external_id=value).first()
+        # A write: the partner must be within the caller's write scope (ACCOUNT_MANAGER_SCOPE).
+        partner = writable_partners(self.context["request"].user).filter(external_id=value).first()
         if partner is None:
             # Same answer whether the partner is missing or out of the caller's scope.
             raise serializers.ValidationError(f"Unknown partner '{value}'.")
@@ -231,6 +232,8 @@ class BusinessReviewViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     )
     def partial_update(self, request, pk=None):
         review = self.get_object()
+        if not may_write_partner(request.user, review.partner_id):
+            raise PermissionDenied
         data = self._validated(review)
         data.pop("partner", None)
         action_items = data.pop("action_items", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from prm.models import Partner, PartnerMembership
@@ -41,23 +42,44 @@ def is_partner_user(user) -> bool:
     return partner_id_of(user) is not None and not is_channel_admin(user)
 
 
-def scope_to_user(queryset: QuerySet, user, partner_field: str = "partner") -> QuerySet:
-    """Restrict any queryset of partner-owned rows to what the user may read.
+# ACCOUNT_MANAGER_SCOPE (a setting): what an account manager reads and writes.
+MANAGER_SCOPES = {
+    "all": "read every partner, write every partner's data",
+    "write-own": "read every partner, write only the data of the partners they own",
+    "own": "read and write only the partners they own",
+}
+
+
+def manager_owns_only(user, *, for_write: bool) -> bool:
+    """Whether this user is an account manager held to the partners they own, for reads or for writes."""
+    scope = settings.ACCOUNT_MANAGER_SCOPE
+    if scope == "all" or not is_account_manager(user) or is_channel_admin(user):
+        return False
+    return scope == "own" or (for_write and scope == "write-own")
+
+
+def scope_to_user(queryset: QuerySet, user, partner_field: str = "partner", *, for_write: bool = False) -> QuerySet:
+    """Restrict any queryset of partner-owned rows to what the user may read (or, `for_write`, change).
 
     Staff (channel admins and account managers) read every partner; a partner user reads only its own
-    partner; anyone else reads nothing. `partner_field` is the lookup path to the partner ("" when the
-    queryset is of partners themselves).
+    partner; anyone else reads nothing. ACCOUNT_MANAGER_SCOPE may hold account managers to the partners
+    they own, for writes ("write-own") or for everything ("own"). Partner users write nothing; whether
+    other staff may write at all is their permissions' business (prm/api/permissions.py, model permissions).
+    `partner_field` is the lookup path to the partner ("" when the queryset is of partners themselves).
     """
     if not user.is_authenticated:
         return queryset.none()
+    prefix = f"{partner_field}__" if partner_field else ""
     if (
         is_channel_admin(user)
         or (is_account_manager(user) and partner_id_of(user) is None)
         or (user.is_staff and partner_id_of(user) is None)
     ):
+        if manager_owns_only(user, for_write=for_write):
+            return queryset.filter(**{f"{prefix}owner_id": user.pk})
         return queryset
     partner_id = partner_id_of(user)
-    if partner_id is None:
+    if partner_id is None or for_write:
         return queryset.none()
     lookup = f"{partner_field}_id" if partner_field else "pk"
     return queryset.filter(**{lookup: partner_id})
@@ -65,3 +87,12 @@ def scope_to_user(queryset: QuerySet, user, partner_field: str = "partner") -> Q
 
 def visible_partners(user) -> QuerySet[Partner]:
     return scope_to_user(Partner.objects.all(), user, partner_field="")
+
+
+def writable_partners(user) -> QuerySet[Partner]:
+    """The partners whose data (and whose own record) the user may change."""
+    return scope_to_user(Partner.objects.all(), user, partner_field="", for_write=True)
+
+
+def may_write_partner(user, partner_id: int) -> bool:
+    return writable_partners(user).filter(pk=partner_id).exists()

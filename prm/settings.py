@@ -238,6 +238,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "prm.api.permissions.exception_handler",
+    # JSON only, as API.md says; text PostgreSQL cannot store (NUL, unpaired surrogates) is a 400.
+    "DEFAULT_PARSER_CLASSES": ["prm.api.parsers.StrictJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["prm.api.permissions.PerUserThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": _read("API_THROTTLE_USER", "str", default="6000/minute"),
@@ -248,6 +250,13 @@ REST_FRAMEWORK = {
     "DATETIME_FORMAT": "iso-8601",
     "COERCE_DECIMAL_TO_STRING": False,
 }
+# What account managers read and write: "all" partners (the default), "write-own" (read all, write only
+# the partners they own) or "own" (read and write only the partners they own). See prm/roles.py.
+ACCOUNT_MANAGER_SCOPE = _read("ACCOUNT_MANAGER_SCOPE", "str", default="all")
+if ACCOUNT_MANAGER_SCOPE not in {"all", "write-own", "own"}:
+    raise ImproperlyConfigured(
+        f"Environment variable ACCOUNT_MANAGER_SCOPE must be all, write-own or own, got {ACCOUNT_MANAGER_SCOPE!r}"
+    )
 # API list bodies: the largest list accepted in one request.
 API_MAX_LIST_ITEMS = 5000
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024

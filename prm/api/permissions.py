@@ -6,7 +6,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 
-from prm.roles import is_account_manager, is_channel_admin, partner_id_of
+from prm.roles import is_account_manager, is_channel_admin, may_write_partner, partner_id_of
 
 
 def may_write_partner_data(user) -> bool:
@@ -30,6 +30,13 @@ class RolePermission(BasePermission):
         if getattr(view, "action", None) in getattr(view, "admin_only_actions", ()):
             return is_channel_admin(user)
         return may_write_partner_data(user)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        # A write to one record also needs its partner within the caller's write scope (ACCOUNT_MANAGER_SCOPE).
+        if request.method in SAFE_METHODS or is_channel_admin(request.user):
+            return True
+        partner_id = obj.pk if view.partner_field == "" else getattr(obj, f"{view.partner_field}_id", None)
+        return partner_id is None or may_write_partner(request.user, partner_id)
 
 
 class PerUserThrottle(UserRateThrottle):

@@ -14,11 +14,11 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from prm.api.filters import ActivityFilter, ActivityKindFilter, CertificationFilter, DealFilter, PartnerFilter
+from prm.api.parsers import StrictJSONParser
 from prm.api.permissions import BulkWriteThrottle, RolePermission
 from prm.api.serializers import (
     BODY_ERRORS_SCHEMA,
@@ -42,7 +42,7 @@ from prm.inputs import (
     validate_batch,
 )
 from prm.models import Activity, ActivityKind, Certification, Deal, Partner
-from prm.roles import scope_to_user, visible_partners
+from prm.roles import manager_owns_only, scope_to_user, writable_partners
 from prm.services import (
     activities_ingest,
     activity_kind_create,
@@ -108,7 +108,7 @@ class PrmViewSet(viewsets.GenericViewSet):
     """Base of every viewset here: rows scoped to the caller, role permissions, filters, bulk throttle."""
 
     permission_classes = [RolePermission]
-    parser_classes = [JSONParser]  # a list body has no form encoding; API.md speaks JSON only
+    parser_classes = [StrictJSONParser]  # a list body has no form encoding; API.md speaks JSON only
     filter_backends = [DjangoFilterBackend]
     throttle_classes = [*api_settings.DEFAULT_THROTTLE_CLASSES, BulkWriteThrottle]
     throttle_scope: str | None = "bulk"
@@ -128,10 +128,11 @@ class PrmViewSet(viewsets.GenericViewSet):
         return dict(self.request.data.items())
 
     def validated(self, input_class, items: list, *, key_fields: tuple[str, ...], is_list: bool) -> list[dict]:
-        """Validate items as one batch; a partner the caller may not see reads as unknown."""
+        """Validate items as one batch; a partner the caller may not write reads as unknown."""
         try:
+            # Bodies are writes: a partner outside the caller's write scope reads as unknown.
             return validate_batch(
-                input_class, items, key_fields=key_fields, partners_queryset=visible_partners(self.request.user)
+                input_class, items, key_fields=key_fields, partners_queryset=writable_partners(self.request.user)
             )
         except BatchInvalid as invalid:
             if is_list:
@@ -177,6 +178,7 @@ class PartnerViewSet(
 
     def create(self, request, *args, **kwargs):
         items, is_list = self.validated_body(PartnerInput, key_fields=PARTNER_KEY)
+        self.check_write_scope(items, is_list=is_list)
         if is_list:
             return Response(partners_upsert(items=items).as_dict(), status=status.HTTP_200_OK)
         external_id = items[0]["external_id"]
@@ -186,6 +188,25 @@ class PartnerViewSet(
                 raise ValidationError({"external_id": [f"A partner '{external_id}' already exists."]})
         partner = self.get_queryset().get(external_id=external_id)
         return Response(self.get_serializer(partner).data, status=status.HTTP_201_CREATED)
+
+    def check_write_scope(self, items: list[dict], *, is_list: bool) -> None:
+        """An account manager held to their own partners (ACCOUNT_MANAGER_SCOPE) creates only partners they own
+        and changes only those; every item at fault is reported, and nothing is written."""
+        user = self.request.user
+        if not manager_owns_only(user, for_write=True):
+            return
+        external_ids = [item["external_id"] for item in items]
+        found = dict(Partner.objects.filter(external_id__in=external_ids).values_list("external_id", "owner_id"))
+        errors = []
+        for index, item in enumerate(items):
+            if item["external_id"] in found and found[item["external_id"]] != user.pk:
+                errors.append(ItemError(index, "external_id", "You may not change this partner."))
+            elif item["external_id"] not in found and item.get("owner") != user.pk:
+                errors.append(ItemError(index, "owner", "You may only create partners that you own."))
+        if errors:
+            if is_list:
+                raise ListBodyInvalid(errors)
+            raise ValidationError(_field_errors(errors))
 
     def partial_update(self, request, *args, **kwargs):
         partner = self.get_object()

@@ -245,3 +245,24 @@ def test_an_offset_postgresql_cannot_store_is_read_as_the_same_instant(admin_api
     assert Activity.objects.get().occurred_at.isoformat() == "2026-09-30T09:25:00+00:00"
     listed = admin_api.get("/api/v1/activities/", {"since": "2026-09-29T13:54:00-19:30"})
     assert listed.status_code == 200 and listed.json()["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"partner": "P-\\u0000A"},
+        {"source": "crm\\u0000"},
+        {"partner": "\\udb8a"},
+        {"contact_email": "a\\u0000@b.example"},
+        {"metadata": {"note": "\\u0000"}},
+        {"metadata": {"\\udb8a": 1}},
+    ],
+)
+def test_text_postgresql_cannot_store_is_refused(admin_api, partner_a, change):
+    """NUL characters and unpaired surrogates are valid JSON that PostgreSQL refuses: a 400, not a 500."""
+    ((name, value),) = change.items()
+    item = {**ACTIVITY, name: "@@"}
+    raw = json.dumps([item]).replace('"@@"', json.dumps(value, ensure_ascii=False).replace("\\\\", "\\"))
+    before = counts()
+    text = refused(post_raw(admin_api, "/api/v1/activities/", raw), before)
+    assert "NUL characters or unpaired surrogates" in text
