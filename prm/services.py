@@ -7,10 +7,12 @@ After the transaction commits, `partner_data_changed` tells later stages (scorin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
 from django.dispatch import Signal
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
@@ -78,6 +80,37 @@ def contacts_ensure(*, items: Sequence[dict]) -> None:
             item["contact_id"] = existing.get((item["partner"], item["contact_email"].lower()))
 
 
+def _activities_insert_postgresql(items: Sequence[dict]) -> None:
+    """One INSERT ... SELECT FROM unnest(column arrays) for the whole list: the same rows and conflict rule as
+    bulk_create(ignore_conflicts=True), without building a model instance and a parameter group per row
+    (a third of the time of a 1,000-event body; docs/benchmarks.md, "Load")."""
+    table = Activity._meta.db_table
+    columns = [
+        ("partner_id", "bigint", lambda item: item["partner"]),
+        ("kind_id", "bigint", lambda item: item["kind"].id if isinstance(item["kind"], ActivityKind) else item["kind"]),
+        ("occurred_at", "timestamptz", lambda item: item["occurred_at"]),
+        ("quantity", "integer", lambda item: item.get("quantity") or 1),
+        ("value", "numeric", lambda item: item.get("value")),
+        ("source", "text", lambda item: item["source"]),
+        ("external_id", "text", lambda item: item["external_id"]),
+        ("contact_id", "bigint", lambda item: item.get("contact_id")),
+        ("metadata", "text", lambda item: json.dumps(item.get("metadata") or {}, cls=DjangoJSONEncoder)),
+    ]
+    names = ", ".join(name for name, _, _ in columns)
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind, _ in columns)
+    sql = (
+        f"INSERT INTO {table} ({names}, created_at) "
+        f"SELECT {', '.join(f'u.{name}' for name, _, _ in columns[:-1])}, u.metadata::jsonb, now() "
+        f"FROM unnest({arrays}) AS u({names}) "
+        # A concurrent request may have stored the same event since the check above.
+        "ON CONFLICT (source, external_id) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), BATCH_SIZE):
+            batch = items[start : start + BATCH_SIZE]
+            cursor.execute(sql, [[value_of(item) for item in batch] for _, _, value_of in columns])
+
+
 @transaction.atomic
 def activities_ingest(*, items: Sequence[dict]) -> IngestResult:
     """Store new signal events; an event already stored (same source and external_id) is a duplicate."""
@@ -88,6 +121,10 @@ def activities_ingest(*, items: Sequence[dict]) -> IngestResult:
     )
     fresh = [item for item in items if (item["source"], item["external_id"]) not in existing]
     contacts_ensure(items=fresh)
+    if connection.vendor == "postgresql":
+        _activities_insert_postgresql(fresh)
+        _announce(item["partner"] for item in fresh)
+        return IngestResult(created=len(fresh), duplicates=len(items) - len(fresh))
     Activity.objects.bulk_create(
         [
             Activity(
