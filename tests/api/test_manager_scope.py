@@ -66,7 +66,9 @@ def test_manager_creates_partners_they_own_when_held(api_client_for, manager, pr
     mine = client.post("/api/v1/partners/", {"external_id": "P-M", "name": "M", "type": "msp", "owner": "manager"})
     assert mine.status_code == 201
     unowned = client.post("/api/v1/partners/", [{"external_id": "P-U", "name": "U", "type": "msp"}], format="json")
-    takeover = client.post("/api/v1/partners/", [{"external_id": "P-B", "name": "Mine", "type": "reseller"}], format="json")
+    takeover = client.post(
+        "/api/v1/partners/", [{"external_id": "P-B", "name": "Mine", "type": "reseller"}], format="json"
+    )
     if scope == "all":
         assert unowned.status_code == takeover.status_code == 200
     else:
