@@ -26,6 +26,7 @@ from scipy import optimize, stats
 from health.models import CalibrationReport, PartnerForecast, RecomputeLock, ScoringModel
 from health.scoring import ModelSpec, score_population
 from health.services import model_spec, segment_filter
+from kpis.periods import Period
 from kpis.registry import kpi_catalogue, kpis_compute
 from prm.models import Activity, Deal, Partner
 
@@ -64,22 +65,10 @@ def _shift_months(instant: datetime.datetime, months: int) -> datetime.datetime:
     return instant.replace(year=year, month=month, day=min(instant.day, days))
 
 
-def quarter_start(instant: datetime.datetime) -> datetime.datetime:
-    """Midnight of the first day of the calendar quarter holding the instant, in the project's time zone."""
-    local = timezone.localtime(instant, timezone.get_default_timezone())
-    first = datetime.datetime(local.year, (local.month - 1) // 3 * 3 + 1, 1)
-    return timezone.make_aware(first, timezone.get_default_timezone())
-
-
 def closed_quarters(as_of: datetime.datetime, count: int) -> list[tuple[datetime.datetime, datetime.datetime]]:
     """The last `count` calendar quarters that ended at or before the instant, oldest first."""
-    end = quarter_start(as_of)
-    quarters = []
-    for _ in range(count):
-        start = _local_shift(end, -3)
-        quarters.append((start, end))
-        end = start
-    return quarters[::-1]
+    latest = Period.containing(as_of).previous()
+    return [(quarter.start, quarter.end) for quarter in reversed(latest.back(count))]
 
 
 def _local_shift(instant: datetime.datetime, months: int) -> datetime.datetime:
@@ -90,8 +79,7 @@ def _local_shift(instant: datetime.datetime, months: int) -> datetime.datetime:
 
 
 def quarter_label(start: datetime.datetime) -> str:
-    local = timezone.localtime(start, timezone.get_default_timezone())
-    return f"{local.year}-Q{(local.month - 1) // 3 + 1}"
+    return Period.containing(start).key
 
 
 # Reading one quarter -------------------------------------------------------------------------------
