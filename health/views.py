@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-from functools import wraps
 from urllib.parse import urlencode
 
 from django import forms
@@ -28,27 +27,15 @@ from kpis.periods import Period
 from kpis.registry import kpi_catalogue
 from kpis.selectors import partner_kpi_table
 from kpis.targets import targets_for
-from prm.roles import is_account_manager, is_channel_admin, is_partner_user, may_write_partner
-
-
-def is_vendor_staff(user) -> bool:
-    return not is_partner_user(user) and (is_channel_admin(user) or is_account_manager(user) or user.is_staff)
-
-
-def staff_page(view):
-    """Signed-in vendor staff only: partner users get 404 (they have no manager pages), others 403."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if is_partner_user(request.user):
-            raise Http404("No such page.")
-        if not is_vendor_staff(request.user):
-            raise PermissionDenied("Vendor staff only.")
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
+from prm.roles import (
+    admin_page,
+    is_account_manager,
+    is_channel_admin,
+    is_partner_user,
+    is_vendor_staff,
+    may_write_partner,
+    staff_page,
+)
 
 # Today ---------------------------------------------------------------------------------------------
 
@@ -308,21 +295,6 @@ def portal(request):
 
 
 # Calibration ---------------------------------------------------------------------------------------
-
-
-def admin_page(view):
-    """Channel admins only: partner users get 404 (no such page for them), other staff 403."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if is_partner_user(request.user):
-            raise Http404("No such page.")
-        if not is_channel_admin(request.user):
-            raise PermissionDenied("Channel admins only.")
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def _calibration_model(request):

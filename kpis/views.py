@@ -8,7 +8,6 @@ what changes (kpis.services).
 from __future__ import annotations
 
 import csv
-from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -30,29 +29,10 @@ from kpis.targets import NEAR_TARGET
 from kpis.tiers import STATUS_LABELS, tier_review, tier_review_groups
 from prm.api.filters import PartnerFilter
 from prm.models import Partner, Tier
-from prm.roles import is_account_manager, is_channel_admin, is_partner_user, visible_partners
+from prm.roles import is_partner_user, staff_page, visible_partners
 
 PAGE_SIZE = 50
 TIER_PERMISSION = "kpis.add_tierchange"
-
-
-def _is_vendor_staff(user) -> bool:
-    return not is_partner_user(user) and (is_channel_admin(user) or is_account_manager(user) or user.is_staff)
-
-
-def staff_page(view):
-    """Signed-in vendor staff only: partner users get 404 (these pages do not exist for them), others 403."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if is_partner_user(request.user):
-            raise Http404("No such page.")
-        if not _is_vendor_staff(request.user):
-            raise PermissionDenied("Vendor staff only.")
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def _period(request, default: Period) -> tuple[Period, str | None]:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.http import Http404
 
 from prm.models import Partner, PartnerMembership
 
@@ -96,3 +102,29 @@ def writable_partners(user) -> QuerySet[Partner]:
 
 def may_write_partner(user, partner_id: int) -> bool:
     return writable_partners(user).filter(pk=partner_id).exists()
+
+
+def is_vendor_staff(user) -> bool:
+    return not is_partner_user(user) and (is_channel_admin(user) or is_account_manager(user) or user.is_staff)
+
+
+def _page_for(allowed: Callable[[object], bool], refusal: str):
+    """A view decorator: signed in, and `allowed`; partner users get 404 (no such page for them), others 403."""
+
+    def decorate(view):
+        @login_required
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if is_partner_user(request.user):
+                raise Http404("No such page.")
+            if not allowed(request.user):
+                raise PermissionDenied(refusal)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+staff_page = _page_for(is_vendor_staff, "Vendor staff only.")
+admin_page = _page_for(is_channel_admin, "Channel admins only.")

@@ -1,8 +1,6 @@
 """Backtest scoring models against realized revenue, suggest weights and forecast revenue; store the reports."""
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from health.calibration import (
     DEFAULT_FALL,
@@ -11,7 +9,7 @@ from health.calibration import (
     CalibrationOptions,
     calibration_reports_create,
 )
-from health.models import ScoringModel
+from health.management.options import as_of_option, scoring_model_option
 
 
 class Command(BaseCommand):
@@ -50,18 +48,8 @@ class Command(BaseCommand):
             raise CommandError("--fall must be between 0 and 1, e.g. 0.3 for a fall of 30% or more")
         if resamples < 10:
             raise CommandError("--resamples must be at least 10")
-        instant = None
-        if as_of:
-            instant = parse_datetime(as_of)
-            if instant is None or timezone.is_naive(instant):
-                raise CommandError(
-                    f"--as-of {as_of!r}: give an ISO 8601 instant with an offset, e.g. 2026-10-01T00:00:00Z"
-                )
-        scoring_model = None
-        if model is not None:
-            scoring_model = ScoringModel.objects.filter(pk=model).first()
-            if scoring_model is None:
-                raise CommandError(f"--model {model}: no scoring model with that id")
+        instant = as_of_option(as_of)
+        scoring_model = scoring_model_option(model)
         calibration_options = CalibrationOptions(
             quarters=quarters, fall=fall, at_risk_threshold=at_risk_threshold, resamples=resamples
         )

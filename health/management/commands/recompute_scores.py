@@ -2,10 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
-from health.models import ScoringModel
+from health.management.options import as_of_option, scoring_model_option
 from health.services import RecomputeBusy, scores_backfill, scores_recompute
 from prm.models import Partner
 
@@ -25,18 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--progress", action="store_true", help="Show a progress bar even when not on a terminal")
 
     def handle(self, *args, as_of=None, model=None, backfill_weeks=0, partner=(), progress=False, **options):
-        instant = timezone.now()
-        if as_of:
-            instant = parse_datetime(as_of)
-            if instant is None or timezone.is_naive(instant):
-                raise CommandError(
-                    f"--as-of {as_of!r}: give an ISO 8601 instant with an offset, e.g. 2026-10-01T00:00:00Z"
-                )
-        scoring_model = None
-        if model is not None:
-            scoring_model = ScoringModel.objects.filter(pk=model).first()
-            if scoring_model is None:
-                raise CommandError(f"--model {model}: no scoring model with that id")
+        instant = as_of_option(as_of) or timezone.now()
+        scoring_model = scoring_model_option(model)
         partners = None
         if partner:
             partners = Partner.objects.filter(external_id__in=partner)
