@@ -3,6 +3,7 @@
 import os
 
 DEFAULT_DATABASE = "prm_bench"
+QUICK_DATABASE = "prm_bench_quick"  # the quick (10,000-partner) program, so that it never replaces the full one
 LOCK_FILE = "/tmp/prm-bench.lock"
 
 

@@ -14,9 +14,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench import DEFAULT_DATABASE
+from bench import DEFAULT_DATABASE, QUICK_DATABASE
 from bench.program import ADMIN_USERNAME, ensure_program, load_average, program_sizes, vacuum_analyze
-from bench.recompute import QUICK_DATABASE
 
 TARGET_P95_MS = 150.0
 BACKFILL_WEEKS = 12

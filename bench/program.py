@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench import DEFAULT_DATABASE, django_setup
+from bench import DEFAULT_DATABASE, QUICK_DATABASE, django_setup
 
 FULL = {"partners": 100_000, "activities": 10_000_000, "deals": 1_000_000, "certifications": 300_000}
 QUICK = {"partners": 10_000, "activities": 1_000_000, "deals": 100_000, "certifications": 30_000}
@@ -391,11 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activities", type=int)
     parser.add_argument("--deals", type=int, help="default: 10 per partner")
     parser.add_argument("--certifications", type=int, help="default: 3 per partner")
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument("--database", help=f"default: {DEFAULT_DATABASE}, or {QUICK_DATABASE} with --quick")
     parser.add_argument("--rebuild", action="store_true", help="generate even if the database holds this size")
     args = parser.parse_args(argv)
     sizes = program_sizes(args)
-    program = ensure_program(**sizes, database=args.database, rebuild=args.rebuild)
+    database = args.database or (QUICK_DATABASE if args.quick else DEFAULT_DATABASE)
+    program = ensure_program(**sizes, database=database, rebuild=args.rebuild)
     state = "reused" if program.reused else "generated"
     print(
         f"program {state}: {program.partners:,} partners, {program.activities:,} activities, {program.deals:,} deals, "

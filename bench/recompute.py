@@ -18,10 +18,9 @@ import sys
 import time
 from collections import Counter
 
-from bench import DEFAULT_DATABASE
+from bench import DEFAULT_DATABASE, QUICK_DATABASE
 from bench.program import ensure_program, load_average, program_sizes, vacuum_analyze
 
-QUICK_DATABASE = "prm_bench_quick"
 BENCH_TRIGGER = "bench"
 SINGLE_RUNS = 9
 
