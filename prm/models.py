@@ -65,7 +65,12 @@ class Partner(models.Model):
     )
     name = models.CharField(max_length=200)
     type = models.CharField(max_length=20, choices=Type.choices)
-    tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="partners")
+    # No single-column indexes on tier, owner and health_band: the (tier, type), (owner, health_score) and
+    # (health_band, health_score) indexes below serve them, and the daily recompute rewrites every partner
+    # row, each index of the table included.
+    tier = models.ForeignKey(
+        Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="partners", db_index=False
+    )
     region = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     owner = models.ForeignKey(
@@ -75,6 +80,7 @@ class Partner(models.Model):
         on_delete=models.SET_NULL,
         related_name="owned_partners",
         help_text="The channel account manager.",
+        db_index=False,
     )
     quarterly_revenue_target = models.DecimalField(
         max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
@@ -88,9 +94,7 @@ class Partner(models.Model):
     # Current health, written by the health app's recompute so that lists need no join.
     # health_model_id is a plain integer: prm sits below health and does not reference it.
     health_score = models.FloatField(null=True, blank=True, editable=False)
-    health_band = models.CharField(
-        max_length=10, choices=Band.choices, default=Band.NO_DATA, editable=False, db_index=True
-    )
+    health_band = models.CharField(max_length=10, choices=Band.choices, default=Band.NO_DATA, editable=False)
     health_trend = models.FloatField(null=True, blank=True, editable=False)
     health_as_of = models.DateTimeField(null=True, blank=True, editable=False)
     health_model_id = models.PositiveIntegerField(null=True, blank=True, editable=False)
@@ -204,14 +208,14 @@ class Activity(models.Model):
     class Meta:
         verbose_name_plural = "activities"
         constraints = [
-            models.UniqueConstraint(fields=["source", "external_id"], name="activity_unique_source_external_id"),
+            # external_id first: the same index answers lookups by external_id alone (support staff search
+            # events by their id in the source system), so the table needs no second index on it.
+            models.UniqueConstraint(fields=["external_id", "source"], name="activity_unique_external_id_source"),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="activity_quantity_positive"),
         ]
         indexes = [
             models.Index(fields=["partner", "occurred_at"], name="activity_partner_time"),
             models.Index(fields=["kind", "occurred_at"], name="activity_kind_time"),
-            # Support staff look events up by their id in the source system, whatever the source.
-            models.Index(fields=["external_id"], name="activity_external_id"),
             # Deleting a contact sets its events' contact to null: found through this, not a scan.
             models.Index(fields=["contact"], condition=Q(contact__isnull=False), name="activity_contact_set"),
         ]

@@ -80,10 +80,13 @@ def contacts_ensure(*, items: Sequence[dict]) -> None:
             item["contact_id"] = existing.get((item["partner"], item["contact_email"].lower()))
 
 
-def _activities_insert_postgresql(items: Sequence[dict]) -> None:
-    """One INSERT ... SELECT FROM unnest(column arrays) for the whole list: the same rows and conflict rule as
-    bulk_create(ignore_conflicts=True), without building a model instance and a parameter group per row
-    (a third of the time of a 1,000-event body; docs/benchmarks.md, "Load")."""
+def _activities_insert_postgresql(items: Sequence[dict]) -> list[int]:
+    """Store the items that are new in one INSERT ... SELECT FROM unnest(column arrays) per batch, with the
+    conflict rule of bulk_create(ignore_conflicts=True), and return the partner of each row stored.
+
+    The unique (external_id, source) index decides what is new, in the same probe that inserts: no lookup
+    beforehand, and no model instance or parameter group per row (docs/benchmarks.md, "Load").
+    """
     table = Activity._meta.db_table
     columns = [
         ("partner_id", "bigint", lambda item: item["partner"]),
@@ -102,29 +105,42 @@ def _activities_insert_postgresql(items: Sequence[dict]) -> None:
         f"INSERT INTO {table} ({names}, created_at) "
         f"SELECT {', '.join(f'u.{name}' for name, _, _ in columns[:-1])}, u.metadata::jsonb, now() "
         f"FROM unnest({arrays}) AS u({names}) "
-        # A concurrent request may have stored the same event since the check above.
-        "ON CONFLICT (source, external_id) DO NOTHING"
+        "ON CONFLICT (source, external_id) DO NOTHING RETURNING partner_id"
     )
+    stored: list[int] = []
     with connection.cursor() as cursor:
         for start in range(0, len(items), BATCH_SIZE):
             batch = items[start : start + BATCH_SIZE]
             cursor.execute(sql, [[value_of(item) for item in batch] for _, _, value_of in columns])
+            stored.extend(partner_id for (partner_id,) in cursor.fetchall())
+    return stored
+
+
+def _stored_keys(items: Sequence[dict]) -> set[tuple[str, str]]:
+    """The (source, external_id) of the items already stored."""
+    if not items:
+        return set()
+    return set(
+        Activity.objects.filter(
+            source__in={item["source"] for item in items}, external_id__in={item["external_id"] for item in items}
+        ).values_list("source", "external_id")
+    )
 
 
 @transaction.atomic
 def activities_ingest(*, items: Sequence[dict]) -> IngestResult:
     """Store new signal events; an event already stored (same source and external_id) is a duplicate."""
-    sources = {item["source"] for item in items}
-    external_ids = {item["external_id"] for item in items}
-    existing = set(
-        Activity.objects.filter(source__in=sources, external_id__in=external_ids).values_list("source", "external_id")
-    )
+    if connection.vendor == "postgresql":
+        # Contacts are created for new events only: the (rare) items naming a contact by email are looked up.
+        naming = [item for item in items if item.get("contact_email") and item.get("contact_id") is None]
+        stored = _stored_keys(naming)
+        contacts_ensure(items=[item for item in naming if (item["source"], item["external_id"]) not in stored])
+        partner_ids = _activities_insert_postgresql(items)
+        _announce(partner_ids)
+        return IngestResult(created=len(partner_ids), duplicates=len(items) - len(partner_ids))
+    existing = _stored_keys(items)
     fresh = [item for item in items if (item["source"], item["external_id"]) not in existing]
     contacts_ensure(items=fresh)
-    if connection.vendor == "postgresql":
-        _activities_insert_postgresql(fresh)
-        _announce(item["partner"] for item in fresh)
-        return IngestResult(created=len(fresh), duplicates=len(items) - len(fresh))
     Activity.objects.bulk_create(
         [
             Activity(

@@ -57,6 +57,22 @@ def test_post_a_list_of_activities_is_idempotent(admin_api, partner_a):
     assert claimed.occurred_at == datetime.datetime(2026, 10, 1, 7, 30, tzinfo=datetime.UTC)
 
 
+def test_a_stored_event_sent_again_with_a_new_contact_changes_nothing(admin_api, partner_a):
+    """An event already stored is a duplicate whole: its contact is not created, its row not changed."""
+    assert admin_api.post(ACTIVITIES, [event(1)]).json() == {"created": 1, "duplicates": 0}
+    again = [event(1, contact_email="new@a.example"), event(2, contact_email="other@a.example")]
+    assert admin_api.post(ACTIVITIES, again).json() == {"created": 1, "duplicates": 1}
+    assert list(Contact.objects.values_list("email", flat=True)) == ["other@a.example"]
+    assert Activity.objects.get(external_id="evt-1").contact is None
+    assert Activity.objects.get(external_id="evt-2").contact.email == "other@a.example"
+
+
+def test_the_same_external_id_from_two_sources_is_two_events(admin_api, partner_a):
+    body = [event(1, source="crm"), event(1, source="portal")]
+    assert admin_api.post(ACTIVITIES, body).json() == {"created": 2, "duplicates": 0}
+    assert admin_api.post(ACTIVITIES, body).json() == {"created": 0, "duplicates": 2}
+
+
 def test_post_one_activity_object(admin_api, partner_a):
     response = admin_api.post(ACTIVITIES, event(1, quantity=3, metadata={"page": "/deals"}))
     assert response.status_code == 201

@@ -127,3 +127,19 @@ def test_partner_target_and_agreement(db):
     )
     PartnerFactory(external_id="P-1")
     refused(model=Partner, external_id="P-1", name="again", type="msp")
+
+
+def test_the_any_lookup_matches_a_list_sent_as_one_array(db, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    partners = [PartnerFactory() for _ in range(3)]
+    wanted = {partners[0].pk, partners[2].pk}
+    with CaptureQueriesContext(connection) as queries:
+        assert set(Partner.objects.filter(pk__any=wanted).values_list("pk", flat=True)) == wanted
+        assert set(Activity.objects.filter(partner_id__any=wanted).values_list("pk", flat=True)) == set()
+        ActivityFactory(partner=partners[2])
+        assert Activity.objects.filter(partner__any=wanted).count() == 1
+    assert "= ANY(" in queries[0]["sql"] and "IN (" not in queries[0]["sql"]
+    with django_assert_num_queries(0):  # an empty list matches nothing, without asking
+        assert list(Partner.objects.filter(pk__any=[])) == []
