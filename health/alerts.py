@@ -54,21 +54,19 @@ def alerts_evaluate(
     if not candidates:
         return []
 
-    snapshots = ScoreSnapshot.objects.filter(model_id=spec.id, partner_id__in=candidates)
+    from health.services import previous_scores
+
+    snapshots = ScoreSnapshot.objects.filter(model_id=spec.id, partner_id__any=candidates)
     # Scores only: the components of a previous snapshot are read below for the alerts recorded, not for
     # every candidate (on a first run, every partner below the threshold is one).
-    previous = dict(
-        _latest_snapshots(model_id=spec.id, partner_ids=candidates, time_filter=Q(as_of__lt=as_of)).values_list(
-            "partner_id", "score"
-        )
-    )
-    alerts_so_far = Alert.objects.filter(model_id=spec.id, partner_id__in=candidates)
+    previous = previous_scores(spec.id, before=as_of, partners=candidates, inclusive=False)
+    alerts_so_far = Alert.objects.filter(model_id=spec.id, partner_id__any=candidates)
     already = set(alerts_so_far.filter(as_of=as_of).values_list("partner_id", "kind"))
 
     threshold_alerts = set()
     crossing = {pid for pid in below if previous.get(pid) is None or previous[pid] >= threshold}
     last_threshold = dict(
-        alerts_so_far.filter(kind=Alert.Kind.THRESHOLD, as_of__lt=as_of, partner_id__in=crossing)
+        alerts_so_far.filter(kind=Alert.Kind.THRESHOLD, as_of__lt=as_of, partner_id__any=crossing)
         .values("partner_id")
         .annotate(last=Max("as_of"))
         .values_list("partner_id", "last")
@@ -76,7 +74,7 @@ def alerts_evaluate(
     rearmed = set()
     if last_threshold:
         for pid, snapshot_at in snapshots.filter(
-            partner_id__in=last_threshold,
+            partner_id__any=last_threshold,
             as_of__lt=as_of,
             score__gte=rearm_to,
             as_of__gt=min(last_threshold.values()),
@@ -145,7 +143,7 @@ def _latest_snapshots(*, model_id: int, partner_ids: Iterable[int], time_filter:
         .order_by("-as_of")
         .values("id")[:1]
     )
-    ids = Partner.objects.filter(pk__in=list(partner_ids)).order_by().annotate(latest=Subquery(latest)).values("latest")
+    ids = Partner.objects.filter(pk__any=partner_ids).order_by().annotate(latest=Subquery(latest)).values("latest")
     return ScoreSnapshot.objects.filter(pk__in=ids).order_by()
 
 

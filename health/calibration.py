@@ -24,7 +24,7 @@ from django.utils import timezone
 from scipy import optimize, stats
 
 from health.models import CalibrationReport, PartnerForecast, RecomputeLock, ScoringModel
-from health.scoring import ModelSpec, score_population
+from health.scoring import NORMALIZED, ModelSpec, score_population
 from health.services import model_spec, segment_filter
 from kpis.periods import Period
 from kpis.registry import kpi_catalogue, kpis_compute
@@ -152,9 +152,9 @@ def features_at(spec: ModelSpec, *, as_of: datetime.datetime, partners: QuerySet
         result = scores[pid]
         if result.score is not None:
             score[row] = result.score
-        for column, component in enumerate(result.components):
-            if component["normalized"] is not None:
-                matrix[row, column] = component["normalized"]
+        for column, component in enumerate(result.rows):
+            if component[NORMALIZED] is not None:
+                matrix[row, column] = component[NORMALIZED]
     before = kpis_compute(
         keys={REVENUE_KPI},
         as_of=as_of,

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -9,9 +10,37 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from health.scoring import components_compact, components_expand
 from prm.models import Partner, Tier
 
 PERCENT = [MinValueValidator(0), MaxValueValidator(100)]
+
+
+class ComponentsField(models.Field):
+    """A snapshot's explanation: component dicts in Python, compact JSON text in the database.
+
+    Every recompute writes one per scored partner (100,000 a day at the largest size measured). As rows of
+    values without repeated keys they are half the size, and as text PostgreSQL stores them without parsing
+    them into jsonb, which nothing would query: together a quarter of the cost of writing the dicts as jsonb
+    (docs/benchmarks.md, "Recompute"). Explanations stored as dicts (before the compact form) read as they are.
+    """
+
+    description = "Score components (compact JSON text)"
+
+    def db_type(self, connection):
+        return "text"
+
+    def from_db_value(self, value, expression, connection):
+        return None if value is None else components_expand(orjson.loads(value))
+
+    def to_python(self, value):
+        return components_expand(orjson.loads(value)) if isinstance(value, str) else value
+
+    def get_prep_value(self, value):
+        return None if value is None else orjson.dumps(components_compact(value)).decode()
+
+    def value_to_string(self, obj):
+        return self.get_prep_value(self.value_from_object(obj))
 
 
 class ScoringModel(models.Model):
@@ -171,8 +200,16 @@ class ScoreRun(models.Model):
 class ScoreSnapshot(models.Model):
     """A partner's health under one model at one instant, with every component's part in it."""
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="score_snapshots")
-    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="snapshots")
+    # No single-column indexes on partner and model: the (partner, model, as_of) and (model, as_of) indexes
+    # below serve them, and every recompute writes a snapshot per partner through all of the table's indexes.
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="score_snapshots", db_index=False)
+    # The model and the run are not checked by the database: every one of a run's 100,000 rows names the same
+    # model and run, which the recompute has just read or created under its lock, and PostgreSQL's checks (one
+    # per row and key, at commit) took 1.7 s of a 100,000-partner recompute. Deleting either is Django's
+    # (CASCADE, SET_NULL), as it is for every relation here.
+    model = models.ForeignKey(
+        ScoringModel, on_delete=models.CASCADE, related_name="snapshots", db_index=False, db_constraint=False
+    )
     as_of = models.DateTimeField()
     # Kept exact (double precision): the band is decided on the exact score, as SCORING.md defines it.
     score = models.FloatField(null=True)
@@ -181,9 +218,11 @@ class ScoreSnapshot(models.Model):
     # {category: sub-score or null}
     category_scores = models.JSONField(default=dict)
     # [{kpi, category, raw, normalized, weight, contribution, included}], in the model's component order
-    components = models.JSONField(default=list)
+    components = ComponentsField(default=list)
     window_days = models.PositiveIntegerField()
-    run = models.ForeignKey(ScoreRun, null=True, on_delete=models.SET_NULL, related_name="snapshots")
+    run = models.ForeignKey(
+        ScoreRun, null=True, on_delete=models.SET_NULL, related_name="snapshots", db_constraint=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -48,12 +48,55 @@ class ModelSpec:
         return WATCH
 
 
+# The order of a component row (as scored and as stored); "included" is not in it: it is exactly "normalized is not null".
+COMPONENT_COLUMNS = ("kpi", "category", "raw", "normalized", "weight", "contribution")
+NORMALIZED = COMPONENT_COLUMNS.index("normalized")
+
+
+def components_compact(components: list) -> list:
+    """A snapshot's component dicts as the rows stored: [kpi, category, raw, normalized, weight, contribution]."""
+    return [
+        [c["kpi"], c["category"], c["raw"], c["normalized"], c["weight"], c["contribution"]]
+        if isinstance(c, dict)
+        else c
+        for c in components
+    ]
+
+
+def components_expand(stored: list) -> list[dict]:
+    """Stored component rows back as {kpi, category, raw, normalized, weight, contribution, included} dicts.
+
+    Rows written before the compact form (dicts) are returned as they are.
+    """
+    return [
+        {
+            "kpi": row[0],
+            "category": row[1],
+            "raw": row[2],
+            "normalized": row[3],
+            "weight": row[4],
+            "contribution": row[5],
+            "included": row[3] is not None,
+        }
+        if isinstance(row, list)
+        else row
+        for row in stored
+    ]
+
+
 @dataclass
 class PartnerScore:
     score: float | None
     band: str
     category_scores: dict[str, float | None]
-    components: list[dict] = field(default_factory=list)
+    # One row per component, in COMPONENT_COLUMNS order: 100,000 partners x 14 components are written as
+    # they are, and expanded into dicts only where read.
+    rows: list[list] = field(default_factory=list)
+
+    @property
+    def components(self) -> list[dict]:
+        """{kpi, category, raw, normalized, weight, contribution, included} per component."""
+        return components_expand(self.rows)
 
 
 def clamp(x: float) -> float:
@@ -109,6 +152,17 @@ def score_population(
     `peers[kpi]` (every partner scored by the model at the same instant); by default the scored partners
     themselves are the peers.
     """
+    return dict(score_partners(spec, raw, partner_ids, peers))
+
+
+def score_partners(
+    spec: ModelSpec,
+    raw: Mapping[str, Mapping[int, float | None]],
+    partner_ids: Iterable[int],
+    peers: Mapping[str, Iterable[float | None]] | None = None,
+) -> Iterator[tuple[int, PartnerScore]]:
+    """score_population one partner at a time, as (partner id, score): a recompute writes each score while
+    the database stores the previous ones. Percentiles are ranked among the whole population first."""
     partner_ids = list(partner_ids)
     percentiles = {
         c.kpi: Percentiles((peers or {}).get(c.kpi, raw.get(c.kpi, {}).values()))
@@ -129,7 +183,6 @@ def score_population(
     categories = list(dict.fromkeys(c.category for c in spec.components))
     band_for = spec.band_for
 
-    results: dict[int, PartnerScore] = {}
     for partner_id in partner_ids:
         rows = []
         included_weight = weighted_sum = 0.0
@@ -145,24 +198,25 @@ def score_population(
                 category_weight[category] += weight
                 category_sum[category] += weight * normalized
         score = weighted_sum / included_weight if included_weight else None
-        results[partner_id] = PartnerScore(
-            score=score,
-            band=band_for(score),
-            category_scores={
-                category: category_sum[category] / category_weight[category] if category_weight[category] else None
-                for category in categories
-            },
-            components=[
-                {
-                    "kpi": kpi,
-                    "category": category,
-                    "raw": value,
-                    "normalized": normalized,
-                    "weight": weight,
-                    "contribution": weight * normalized / included_weight if normalized is not None else 0.0,
-                    "included": normalized is not None,
-                }
-                for kpi, category, weight, value, normalized in rows
-            ],
+        yield (
+            partner_id,
+            PartnerScore(
+                score=score,
+                band=band_for(score),
+                category_scores={
+                    category: category_sum[category] / category_weight[category] if category_weight[category] else None
+                    for category in categories
+                },
+                rows=[
+                    [
+                        kpi,
+                        category,
+                        value,
+                        normalized,
+                        weight,
+                        weight * normalized / included_weight if normalized is not None else 0.0,
+                    ]
+                    for kpi, category, weight, value, normalized in rows
+                ],
+            ),
         )
-    return results

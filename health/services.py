@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -16,8 +16,14 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from health.alerts import alerts_record
-from health.models import PendingRecompute, RecomputeLock, ScoreRun, ScoreSnapshot, ScoringModel
-from health.scoring import ComponentSpec, ModelSpec, PartnerScore, score_population
+from health.models import (
+    PendingRecompute,
+    RecomputeLock,
+    ScoreRun,
+    ScoreSnapshot,
+    ScoringModel,
+)
+from health.scoring import ComponentSpec, ModelSpec, PartnerScore, score_partners
 from kpis.registry import kpi_catalogue, kpis_compute
 from prm.models import Partner
 
@@ -122,12 +128,38 @@ def raw_values(
 
 
 def previous_scores(
-    model_id: int, *, before: datetime.datetime, partners: QuerySet[Partner], inclusive: bool
+    model_id: int,
+    *,
+    before: datetime.datetime,
+    partners: QuerySet[Partner] | Collection[int],
+    inclusive: bool,
 ) -> dict[int, float | None]:
-    """Each partner's score in its latest snapshot under the model at (or strictly before) an instant.
+    """Each partner's score in its latest snapshot under the model at (or strictly before) an instant;
+    partners without one are left out. `partners` is a queryset or a collection of partner ids.
 
-    One query: a correlated subquery that the (partner, model, as_of) unique index answers per partner.
+    One query, answered per partner by the (partner, model, as_of) unique index: on PostgreSQL a LATERAL
+    join (one index probe a partner), elsewhere correlated subqueries.
     """
+    operator = "<=" if inclusive else "<"
+    if connection.vendor == "postgresql":
+        if isinstance(partners, QuerySet):
+            ids_sql, ids_params = partners.order_by().values("pk").query.sql_with_params()
+            source = f"({ids_sql}) AS p (id)"
+        else:
+            source, ids_params = "unnest(%s::bigint[]) AS p (id)", (list(partners),)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT p.id, s.score FROM {source}
+                    CROSS JOIN LATERAL (
+                        SELECT score FROM {ScoreSnapshot._meta.db_table}
+                         WHERE partner_id = p.id AND model_id = %s AND as_of {operator} %s
+                         ORDER BY as_of DESC LIMIT 1
+                    ) AS s""",
+                [*ids_params, model_id, before],
+            )
+            return dict(cursor.fetchall())
+    if not isinstance(partners, QuerySet):
+        partners = Partner.objects.filter(pk__in=list(partners))
     time_filter = {"as_of__lte": before} if inclusive else {"as_of__lt": before}
     latest = ScoreSnapshot.objects.filter(partner=OuterRef("pk"), model_id=model_id, **time_filter).order_by("-as_of")
     rows = partners.annotate(previous=Subquery(latest.values("score")[:1]), has=Subquery(latest.values("id")[:1]))
@@ -142,8 +174,12 @@ def _score_group(
     partners: QuerySet[Partner],
     peers_queryset: QuerySet[Partner] | None,
     raw: dict[str, dict[int, float | None]] | None = None,
-) -> tuple[dict[int, PartnerScore], dict[int, float | None]]:
-    """Scores and trends of one model's partners at one instant (raw values computed unless given)."""
+) -> Iterator[tuple[int, PartnerScore, float | None]]:
+    """(partner id, score, trend) of one model's partners at one instant (raw values computed unless given).
+
+    Everything the database has to answer is read here; the scores are then computed as they are consumed,
+    so that a recompute stores each one while it computes the next.
+    """
     if raw is None:
         raw = raw_values(spec, as_of=as_of, partners=partners)
     peers = None
@@ -157,7 +193,6 @@ def _score_group(
     elif percentile_kpis:
         wanted = set(partner_ids)
         peers = {kpi: [v for pid, v in raw[kpi].items() if pid in wanted] for kpi in percentile_kpis}
-    scores = score_population(spec, raw, partner_ids, peers=peers)
     previous = (
         previous_scores(
             spec.id, before=as_of - datetime.timedelta(days=spec.trend_days), partners=partners, inclusive=True
@@ -165,11 +200,10 @@ def _score_group(
         if spec.id
         else {}
     )
-    trends = {
-        pid: (result.score - previous[pid]) if result.score is not None and previous.get(pid) is not None else None
-        for pid, result in scores.items()
-    }
-    return scores, trends
+    return (
+        (pid, result, None if result.score is None or previous.get(pid) is None else result.score - previous[pid])
+        for pid, result in score_partners(spec, raw, partner_ids, peers=peers)
+    )
 
 
 # Recompute -----------------------------------------------------------------------------------------
@@ -290,7 +324,7 @@ def _recompute_locked(
             partner_ids = list(queryset.values_list("id", flat=True))
         if progress:
             progress(f"{scoring_model.name}: computing {len(partner_ids)} partners")
-        scores, trends = _score_group(
+        scored = _score_group(
             spec,
             as_of=as_of,
             partner_ids=partner_ids,
@@ -299,31 +333,34 @@ def _recompute_locked(
             raw=precomputed.get(model_id),
         )
         if progress:
-            progress(f"{scoring_model.name}: writing {len(scores)} snapshots")
+            progress(f"{scoring_model.name}: scoring and writing {len(partner_ids)} snapshots")
         existing = ScoreSnapshot.objects.filter(model_id=model_id, as_of=as_of)
         if partners is not None:
             existing = existing.filter(partner_id__in=partner_ids)
         existing.delete()
-        _snapshots_write(
-            (
-                (
+        scores: dict[int, PartnerScore] = {}
+        trends: dict[int, float | None] = {}
+
+        def snapshot_rows(scored=scored, scores=scores, trends=trends, model_id=model_id, spec=spec):
+            for pid, result, trend in scored:
+                scores[pid], trends[pid] = result, trend
+                yield (
                     pid,
                     model_id,
                     as_of,
                     result.score,
                     result.band,
-                    trends.get(pid),
+                    trend,
                     result.category_scores,
-                    result.components,
+                    result.rows,
                     spec.window_days,
                     run.pk,
                 )
-                for pid, result in scores.items()
-            )
-        )
+
+        _snapshots_write(snapshot_rows())
         written += len(scores)
         if model is None:
-            _denormalize(model_id=model_id, as_of=as_of, run=run)
+            _denormalize(model_id=model_id, as_of=as_of, run=run, scores=scores, trends=trends)
             if run.trigger != "backfill":
                 # In the snapshot's transaction: an alert exists exactly when its snapshot does.
                 alerts_record(spec=spec, as_of=as_of, scores=scores, trends=trends)
@@ -373,7 +410,7 @@ def _snapshots_write(rows: Iterable[tuple]) -> None:
                     band,
                     trend,
                     dumps(categories),
-                    dumps(components),
+                    dumps(components),  # PartnerScore.rows: already the stored form (ComponentsField)
                     window_days,
                     run_id,
                     now,
@@ -381,19 +418,35 @@ def _snapshots_write(rows: Iterable[tuple]) -> None:
             )
 
 
-def _denormalize(*, model_id: int, as_of: datetime.datetime, run: ScoreRun) -> None:
+def _denormalize(
+    *,
+    model_id: int,
+    as_of: datetime.datetime,
+    run: ScoreRun,
+    scores: dict[int, PartnerScore],
+    trends: dict[int, float | None],
+) -> None:
     """Copy this run's snapshots onto the partner rows, unless a partner already shows a later score."""
     if connection.vendor == "postgresql":
-        # One UPDATE ... FROM join instead of five correlated subqueries per row.
+        # One UPDATE from the values just written, sent as arrays: no correlated subqueries, and no read
+        # of the snapshot table.
+        ids = list(scores)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""UPDATE {Partner._meta.db_table} AS p
-                       SET health_score = s.score, health_band = s.band, health_trend = s.trend,
-                           health_as_of = s.as_of, health_model_id = s.model_id
-                      FROM {ScoreSnapshot._meta.db_table} AS s
-                     WHERE s.run_id = %s AND s.model_id = %s AND s.partner_id = p.id
-                       AND (p.health_as_of IS NULL OR p.health_as_of <= s.as_of)""",
-                [run.pk, model_id],
+                       SET health_score = u.score, health_band = u.band, health_trend = u.trend,
+                           health_as_of = %s, health_model_id = %s
+                      FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::float8[]) AS u(id, score, band, trend)
+                     WHERE p.id = u.id AND (p.health_as_of IS NULL OR p.health_as_of <= %s)""",
+                [
+                    as_of,
+                    model_id,
+                    ids,
+                    [scores[pid].score for pid in ids],
+                    [scores[pid].band for pid in ids],
+                    [trends.get(pid) for pid in ids],
+                    as_of,
+                ],
             )
         return
     snapshot = ScoreSnapshot.objects.filter(partner=OuterRef("pk"), model_id=model_id, as_of=as_of)
@@ -489,7 +542,12 @@ def scores_preview(
     as_of = as_of or timezone.now()
     rows = list(segment.values_list("id", "external_id", "name", "health_score", "health_band"))
     partner_ids = [row[0] for row in rows]
-    scores, _ = _score_group(spec, as_of=as_of, partner_ids=partner_ids, partners=segment, peers_queryset=None)
+    scores = {
+        pid: result
+        for pid, result, _ in _score_group(
+            spec, as_of=as_of, partner_ids=partner_ids, partners=segment, peers_queryset=None
+        )
+    }
     current_bands = dict.fromkeys(BANDS, 0)
     preview_bands = dict.fromkeys(BANDS, 0)
     changes = []

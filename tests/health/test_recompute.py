@@ -1,6 +1,7 @@
 """scores_recompute: model choice, snapshots, trends, idempotence, atomicity, locking and query counts."""
 
 import datetime
+import json
 import threading
 from decimal import Decimal
 
@@ -9,6 +10,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Max
 
 from health.models import PendingRecompute, RecomputeLock, ScoreRun, ScoreSnapshot, ScoringComponent, ScoringModel
+from health.scoring import components_expand
 from health.services import RecomputeBusy, scores_backfill, scores_recompute
 from prm.models import Partner
 from tests.factories import ActivityFactory, PartnerFactory, TierFactory, kind
@@ -271,3 +273,42 @@ def test_ingestion_queues_a_rescore_and_the_sweep_does_it(only_model, django_cap
     assert not PendingRecompute.objects.exists()
     partner.refresh_from_db()
     assert partner.health_score is not None
+
+
+def test_components_are_stored_as_compact_rows_and_read_as_dicts(only_model):
+    partner = PartnerFactory()
+    logins(partner, 5)
+    scores_recompute(as_of=A)
+    snapshot = ScoreSnapshot.objects.get(partner=partner)
+    assert snapshot.components == [
+        {
+            "kpi": "portal_logins",
+            "category": "engagement",
+            "raw": 5.0,
+            "normalized": 50.0,
+            "weight": 1.0,
+            "contribution": 50.0,
+            "included": True,
+        }
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT components FROM health_scoresnapshot WHERE id = %s", [snapshot.pk])
+        (stored,) = cursor.fetchone()
+    assert json.loads(stored) == [["portal_logins", "engagement", 5.0, 50.0, 1.0, 50.0]]
+    # A missing value excluded from the score: not included, whatever else the row says.
+    assert components_expand([["a", "engagement", None, None, 2.0, 0.0]])[0]["included"] is False
+
+
+def test_explanations_stored_as_dicts_still_read(only_model):
+    """Snapshots written before the compact form keep their component dicts as they were."""
+    partner = PartnerFactory()
+    scores_recompute(as_of=A)
+    old = [
+        {"kpi": "portal_logins", "raw": 1.0, "normalized": 10.0, "weight": 1.0, "contribution": 10.0, "included": True}
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE health_scoresnapshot SET components = %s WHERE partner_id = %s", [json.dumps(old), partner.pk]
+        )
+    assert ScoreSnapshot.objects.get(partner=partner).components == old
+    assert list(ScoreSnapshot.objects.filter(partner=partner).values_list("components", flat=True)) == [old]
