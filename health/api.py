@@ -456,6 +456,12 @@ class AlertViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return scope_to_user(Alert.objects.select_related("partner", "acknowledged_by"), self.request.user)
 
+    def permission_denied(self, request, message=None, code=None):
+        # For a partner user, alerts do not exist (as every record beyond its own partner): 404, not 403.
+        if request.user.is_authenticated and partner_id_of(request.user) is not None:
+            raise Http404
+        super().permission_denied(request, message=message, code=code)
+
     @extend_schema(request=AcknowledgeSerializer, responses=AlertSerializer)
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
