@@ -370,6 +370,20 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def cpu_check() -> str:
+    """Seconds of a fixed pure-Python loop (10 million additions): how fast this machine's core is right now.
+
+    On a shared virtual machine the same benchmark ran up to 2x slower from one hour to the next, with a
+    low load average; this loop slowed down with it (1.75 to 3.55 s), so it tells a slow machine from
+    slow code.
+    """
+    started = time.perf_counter()
+    total = 0
+    for number in range(10_000_000):
+        total += number
+    return f"{time.perf_counter() - started:.2f} s"
+
+
 def vacuum_analyze() -> float:
     """VACUUM ANALYZE the bench database, as autovacuum would between daily recomputes; returns seconds.
 
