@@ -110,3 +110,95 @@ def test_percentile_peers_default_to_population_and_can_be_given():
     # A partial run ranks partner 2 among the whole population given as peers.
     alone = score_population(model, {"a": {2: 2.0}}, [2], peers={"a": [1.0, 2.0, 3.0, 4.0, 5.0]})
     assert alone[2].score == pytest.approx(25.0)
+
+
+def _reference(model: ModelSpec, raw: dict, partner_ids: list[int]) -> dict:
+    """SCORING.md one partner at a time, written independently of health.scoring's column-wise code."""
+
+    def normalized(c: ComponentSpec, value: float | None, peers: list[float]) -> float | None:
+        if value is None:
+            return {"zero": 0.0, "neutral": 50.0}.get(c.missing)
+        if c.method == "target":
+            if c.direction == "lower":
+                return 100.0 if value <= c.target else 100.0 * c.target / value
+            return 100.0 * min(1.0, max(0.0, value / c.target))
+        if c.method == "range":
+            share = (c.upper - value if c.direction == "lower" else value - c.lower) / (c.upper - c.lower)
+            return 100.0 * min(1.0, max(0.0, share))
+        if len(peers) <= 1:
+            return 50.0
+        worse = sum(p > value for p in peers) if c.direction == "lower" else sum(p < value for p in peers)
+        return 100.0 * worse / (len(peers) - 1)
+
+    result = {}
+    for pid in partner_ids:
+        rows = []
+        for c in model.components:
+            peers = [raw[c.kpi][p] for p in partner_ids if raw[c.kpi].get(p) is not None]
+            rows.append((c, raw[c.kpi].get(pid), normalized(c, raw[c.kpi].get(pid), peers)))
+        included = sum(c.weight for c, _, n in rows if n is not None)
+        score = sum(c.weight * n for c, _, n in rows if n is not None) / included if included else None
+        categories = {}
+        for category in dict.fromkeys(c.category for c in model.components):
+            mine = [(c.weight, n) for c, _, n in rows if c.category == category and n is not None]
+            weight = sum(w for w, _ in mine)
+            categories[category] = sum(w * n for w, n in mine) / weight if weight else None
+        contributions = [c.weight * n / included if n is not None else 0.0 for c, _, n in rows]
+        result[pid] = (score, model.band_for(score), categories, [(v, n) for _, v, n in rows], contributions)
+    return result
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_population_scoring_matches_one_partner_at_a_time(seed):
+    """Every method, direction and missing policy, with ties and missing values, over a population: the
+    column-wise scoring gives what scoring each partner on its own by SCORING.md gives."""
+    import random
+
+    rng = random.Random(seed)
+    methods = [
+        {"method": "target", "target": 10.0},
+        {"method": "range", "lower": 2.0, "upper": 8.0},
+        {"method": "percentile"},
+    ]
+    components = [
+        comp(
+            f"k{i}",
+            weight=rng.choice([1.0, 2.5, 7.0]),
+            direction=rng.choice(["higher", "lower"]),
+            missing=rng.choice(["exclude", "zero", "neutral"]),
+            category=rng.choice(["pipeline", "enablement", "engagement"]),
+            **rng.choice(methods),
+        )
+        for i in range(rng.randint(1, 7))
+    ]
+    model = spec(*components)
+    partner_ids = list(range(1, rng.randint(2, 60)))
+    raw = {
+        c.kpi: {
+            pid: rng.choice([None, 0.0, 3.0, 5.0, rng.uniform(-2, 20)]) for pid in partner_ids if rng.random() < 0.9
+        }
+        for c in components
+    }
+    expected = _reference(model, raw, partner_ids)
+    scored = score_population(model, raw, partner_ids)
+    assert list(scored) == partner_ids
+    for pid in partner_ids:
+        score, band, categories, values, contributions = expected[pid]
+        got = scored[pid]
+        assert (got.score is None) == (score is None) and got.band == band
+        if score is not None:
+            assert got.score == pytest.approx(score)
+        assert got.category_scores.keys() == categories.keys()
+        for key, value in categories.items():
+            assert (got.category_scores[key] is None) == (value is None)
+            if value is not None:
+                assert got.category_scores[key] == pytest.approx(value)
+        rows = got.components
+        assert [c["kpi"] for c in rows] == [c.kpi for c in components]
+        assert [(c["raw"], c["normalized"]) for c in rows] == [
+            (v, pytest.approx(n) if n is not None else None) for v, n in values
+        ]
+        assert [c["contribution"] for c in rows] == pytest.approx(contributions)
+        assert [c["included"] for c in rows] == [n is not None for _, n in values]
+        if score is not None:
+            assert sum(c["contribution"] for c in rows) == pytest.approx(score)
