@@ -56,12 +56,15 @@ def alerts_evaluate(
 
     from health.services import previous_scores
 
-    snapshots = ScoreSnapshot.objects.filter(model_id=spec.id, partner_id__any=candidates)
+    # Each lookup below names only the partners it is about, as one array: two `= ANY` arrays of tens of
+    # thousands of ids on one table (the candidates, then a subset of them) made PostgreSQL estimate each
+    # row's filter at their product, choose a parallel scan and compile it (JIT), 2.5 s instead of 50 ms.
+    snapshots = ScoreSnapshot.objects.filter(model_id=spec.id)
     # Scores only: the components of a previous snapshot are read below for the alerts recorded, not for
     # every candidate (on a first run, every partner below the threshold is one).
     previous = previous_scores(spec.id, before=as_of, partners=candidates, inclusive=False)
-    alerts_so_far = Alert.objects.filter(model_id=spec.id, partner_id__any=candidates)
-    already = set(alerts_so_far.filter(as_of=as_of).values_list("partner_id", "kind"))
+    alerts_so_far = Alert.objects.filter(model_id=spec.id)
+    already = set(alerts_so_far.filter(as_of=as_of, partner_id__any=candidates).values_list("partner_id", "kind"))
 
     threshold_alerts = set()
     crossing = {pid for pid in below if previous.get(pid) is None or previous[pid] >= threshold}
@@ -87,7 +90,10 @@ def alerts_evaluate(
 
     recent_drops = set(
         alerts_so_far.filter(
-            kind=Alert.Kind.DROP, as_of__lt=as_of, as_of__gt=as_of - datetime.timedelta(days=spec.trend_days)
+            kind=Alert.Kind.DROP,
+            as_of__lt=as_of,
+            as_of__gt=as_of - datetime.timedelta(days=spec.trend_days),
+            partner_id__any=dropped,
         ).values_list("partner_id", flat=True)
     )
     drop_alerts = dropped - recent_drops
