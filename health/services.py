@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
+import gc
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models import Max as models_Max
 from django.db.models import Min as models_Min
 from django.db.models import OuterRef, Q, QuerySet, Subquery
@@ -23,7 +27,7 @@ from health.models import (
     ScoreSnapshot,
     ScoringModel,
 )
-from health.scoring import ComponentSpec, ModelSpec, PartnerScore, score_partners
+from health.scoring import ComponentSpec, ModelSpec, PartnerScore, ScoredPopulation
 from kpis.registry import kpi_catalogue, kpis_compute
 from prm.models import Partner
 
@@ -166,6 +170,22 @@ def previous_scores(
     return {pid: previous for pid, previous, has in rows.values_list("id", "previous", "has") if has is not None}
 
 
+@dataclass
+class ScoredGroup:
+    """One model's partners scored at one instant: scores, bands and trends as columns, and as iterated,
+    (partner id, score, trend) with each partner's explanation assembled on the way."""
+
+    population: ScoredPopulation
+    trends: list[float | None]
+
+    @property
+    def partner_ids(self) -> list[int]:
+        return self.population.partner_ids
+
+    def __iter__(self) -> Iterator[tuple[int, PartnerScore, float | None]]:
+        return ((pid, result, trend) for (pid, result), trend in zip(self.population, self.trends, strict=True))
+
+
 def _score_group(
     spec: ModelSpec,
     *,
@@ -174,12 +194,8 @@ def _score_group(
     partners: QuerySet[Partner],
     peers_queryset: QuerySet[Partner] | None,
     raw: dict[str, dict[int, float | None]] | None = None,
-) -> Iterator[tuple[int, PartnerScore, float | None]]:
-    """(partner id, score, trend) of one model's partners at one instant (raw values computed unless given).
-
-    Everything the database has to answer is read here; the scores are then computed as they are consumed,
-    so that a recompute stores each one while it computes the next.
-    """
+) -> ScoredGroup:
+    """One model's partners scored at one instant (raw values computed unless given)."""
     if raw is None:
         raw = raw_values(spec, as_of=as_of, partners=partners)
     peers = None
@@ -200,10 +216,12 @@ def _score_group(
         if spec.id
         else {}
     )
-    return (
-        (pid, result, None if result.score is None or previous.get(pid) is None else result.score - previous[pid])
-        for pid, result in score_partners(spec, raw, partner_ids, peers=peers)
-    )
+    population = ScoredPopulation(spec, raw, partner_ids, peers=peers)
+    trends = [
+        None if score is None or previous.get(pid) is None else score - previous[pid]
+        for pid, score in zip(population.partner_ids, population.scores, strict=True)
+    ]
+    return ScoredGroup(population, trends)
 
 
 # Recompute -----------------------------------------------------------------------------------------
@@ -213,6 +231,24 @@ def _score_group(
 class RecomputeResult:
     run: ScoreRun
     snapshots: int
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a recompute's duration.
+
+    A recompute creates millions of small tuples and lists (rows, scores, explanations) that it keeps until
+    it ends, none of them in reference cycles; the collector would walk all of them again each time its
+    allocation count fills up, which cost a third of the Python time of a 100,000-partner run
+    (docs/benchmarks.md). Whatever a run leaves unreachable is collected as soon as the collector resumes.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _acquire_lock(*, wait: bool) -> None:
@@ -258,9 +294,15 @@ def scores_recompute(
                 error="Interrupted (the process running it stopped).",
                 finished_at=timezone.now(),
             )
-            count = _recompute_locked(
-                run=run, as_of=as_of, model=model, partners=partners, progress=progress, precomputed=precomputed or {}
-            )
+            with _collector_paused():
+                count = _recompute_locked(
+                    run=run,
+                    as_of=as_of,
+                    model=model,
+                    partners=partners,
+                    progress=progress,
+                    precomputed=precomputed or {},
+                )
     except RecomputeBusy:
         run.status, run.error, run.finished_at = (
             ScoreRun.Status.SKIPPED,
@@ -339,31 +381,20 @@ def _recompute_locked(
             existing = existing.filter(partner_id__in=partner_ids)
         existing.delete()
         scores: dict[int, PartnerScore] = {}
-        trends: dict[int, float | None] = {}
-
-        def snapshot_rows(scored=scored, scores=scores, trends=trends, model_id=model_id, spec=spec):
-            for pid, result, trend in scored:
-                scores[pid], trends[pid] = result, trend
-                yield (
-                    pid,
-                    model_id,
-                    as_of,
-                    result.score,
-                    result.band,
-                    trend,
-                    result.category_scores,
-                    result.rows,
-                    spec.window_days,
-                    run.pk,
-                )
-
-        _snapshots_write(snapshot_rows())
+        _snapshots_write(
+            scored,
+            scores=scores,
+            model_id=model_id,
+            as_of=as_of,
+            run=run,
+            window_days=spec.window_days,
+            denormalize=model is None,
+        )
         written += len(scores)
-        if model is None:
-            _denormalize(model_id=model_id, as_of=as_of, run=run, scores=scores, trends=trends)
-            if run.trigger != "backfill":
-                # In the snapshot's transaction: an alert exists exactly when its snapshot does.
-                alerts_record(spec=spec, as_of=as_of, scores=scores, trends=trends)
+        if model is None and run.trigger != "backfill":
+            # In the snapshot's transaction: an alert exists exactly when its snapshot does.
+            trends = dict(zip(scored.partner_ids, scored.trends, strict=True))
+            alerts_record(spec=spec, as_of=as_of, scores=scores, trends=trends)
     return written
 
 
@@ -378,77 +409,170 @@ _SNAPSHOT_COLUMNS = (
     "components",
     "window_days",
     "run_id",
+    "created_at",
 )
+COPY_CHUNK = 1000  # snapshot lines per write to the COPY stream
 
 
-def _snapshots_write(rows: Iterable[tuple]) -> None:
-    """Store snapshot rows (values in _SNAPSHOT_COLUMNS order): COPY on PostgreSQL, batched INSERTs elsewhere.
-
-    At 100,000 partners, COPY writes the snapshots several times faster than multi-row INSERTs.
-    """
-    now = timezone.now()
-    if connection.vendor != "postgresql":
-        ScoreSnapshot.objects.bulk_create(
-            (ScoreSnapshot(**dict(zip(_SNAPSHOT_COLUMNS, row, strict=True)), created_at=now) for row in rows),
-            batch_size=SNAPSHOT_BATCH,
-        )
-        return
-    statement = f"COPY {ScoreSnapshot._meta.db_table} ({', '.join(_SNAPSHOT_COLUMNS)}, created_at) FROM STDIN"
-
-    # orjson: encoding 100,000 component lists took longer than scoring them with the standard library.
-    def dumps(value) -> str:
-        return orjson.dumps(value).decode()
-
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for pid, model_id, as_of, score, band, trend, categories, components, window_days, run_id in rows:
-            copy.write_row(
-                (
-                    pid,
-                    model_id,
-                    as_of,
-                    score,
-                    band,
-                    trend,
-                    dumps(categories),
-                    dumps(components),  # PartnerScore.rows: already the stored form (ComponentsField)
-                    window_days,
-                    run_id,
-                    now,
-                )
-            )
-
-
-def _denormalize(
+def _snapshots_write(
+    scored: ScoredGroup,
     *,
+    scores: dict[int, PartnerScore],
     model_id: int,
     as_of: datetime.datetime,
     run: ScoreRun,
-    scores: dict[int, PartnerScore],
-    trends: dict[int, float | None],
+    window_days: int,
+    denormalize: bool,
 ) -> None:
-    """Copy this run's snapshots onto the partner rows, unless a partner already shows a later score."""
-    if connection.vendor == "postgresql":
-        # One UPDATE from the values just written, sent as arrays: no correlated subqueries, and no read
-        # of the snapshot table.
-        ids = list(scores)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""UPDATE {Partner._meta.db_table} AS p
-                       SET health_score = u.score, health_band = u.band, health_trend = u.trend,
-                           health_as_of = %s, health_model_id = %s
-                      FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::float8[]) AS u(id, score, band, trend)
-                     WHERE p.id = u.id AND (p.health_as_of IS NULL OR p.health_as_of <= %s)""",
-                [
-                    as_of,
-                    model_id,
-                    ids,
-                    [scores[pid].score for pid in ids],
-                    [scores[pid].band for pid in ids],
-                    [trends.get(pid) for pid in ids],
-                    as_of,
-                ],
+    """Store one snapshot per scored partner (filling `scores`), and with `denormalize`, copy the scores
+    onto the partner rows.
+
+    On PostgreSQL the partner rows are updated from the score columns on the run's connection by a helper
+    thread, while this one assembles the explanations and the COPY text (Python only); then COPY stores
+    the snapshots. At 100,000 partners the update is several seconds of the database's time, which the
+    Python work no longer waits for (docs/benchmarks.md). Elsewhere, batched INSERTs, then the update.
+    """
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        snapshots = []
+        for pid, result, trend in scored:
+            scores[pid] = result
+            snapshots.append(
+                ScoreSnapshot(
+                    partner_id=pid,
+                    model_id=model_id,
+                    as_of=as_of,
+                    score=result.score,
+                    band=result.band,
+                    trend=trend,
+                    category_scores=result.category_scores,
+                    components=result.rows,
+                    window_days=window_days,
+                    run_id=run.pk,
+                    created_at=now,
+                )
             )
+        ScoreSnapshot.objects.bulk_create(snapshots, batch_size=SNAPSHOT_BATCH)
+        if denormalize:
+            _denormalize_from_snapshots(model_id=model_id, as_of=as_of, run=run)
         return
+
+    database = connections[DEFAULT_DB_ALIAS]  # this thread's: the helper thread shares it, not its own
+    population = scored.population
+    update = (
+        functools.partial(
+            _denormalize,
+            database,
+            model_id=model_id,
+            as_of=as_of,
+            ids=population.partner_ids,
+            scores=population.scores,
+            bands=population.bands,
+            trends=scored.trends,
+        )
+        if denormalize
+        else None
+    )
+    with _alongside(database, update):
+        constant = {
+            "model": str(model_id),
+            "as_of": as_of.isoformat(),
+            "window": str(window_days),
+            "run": str(run.pk),
+            "now": now.isoformat(),
+        }
+        chunks, lines = [], []
+        for pid, result, trend in scored:
+            scores[pid] = result
+            lines.append(
+                f"{pid}\t{constant['model']}\t{constant['as_of']}\t{_copy_number(result.score)}\t{result.band}\t"
+                f"{_copy_number(trend)}\t{_copy_json(result.category_scores)}\t{_copy_json(result.rows)}\t"
+                f"{constant['window']}\t{constant['run']}\t{constant['now']}\n"
+            )
+            if len(lines) == COPY_CHUNK:
+                chunks.append("".join(lines))
+                lines = []
+        chunks.append("".join(lines))
+    statement = f"COPY {ScoreSnapshot._meta.db_table} ({', '.join(_SNAPSHOT_COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for chunk in chunks:
+            copy.write(chunk)
+
+
+def _copy_number(value: float | None) -> str:
+    """A float in COPY's text format (repr: the shortest text that reads back as the same float)."""
+    return "\\N" if value is None else repr(value)
+
+
+def _copy_json(value) -> str:
+    """JSON in COPY's text format. orjson escapes every control character inside strings, so a backslash
+    is the only character COPY's text format would read as special; it is doubled.
+
+    orjson: encoding 100,000 component lists took longer than scoring them with the standard library.
+    """
+    text = orjson.dumps(value).decode()
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+@contextlib.contextmanager
+def _alongside(database, work: Callable[[], object] | None) -> Iterator[None]:
+    """Run `work` (statements on `database`, this thread's connection) in a helper thread while the block
+    runs; the block must not use the connection. The helper's error, if any, is raised after the block.
+
+    The statements go through Django's connection wrapper, so they count like any other (execute
+    wrappers, assertNumQueries) and run inside the caller's transaction.
+    """
+    if work is None:
+        yield
+        return
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+
+    database.inc_thread_sharing()
+    helper = threading.Thread(target=target, name="recompute-partners", daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        helper.join()
+        database.dec_thread_sharing()
+    if errors:
+        raise errors[0]
+
+
+def _denormalize(
+    database,
+    *,
+    model_id: int,
+    as_of: datetime.datetime,
+    ids: list[int],
+    scores: list[float | None],
+    bands: list[str],
+    trends: list[float | None],
+) -> None:
+    """Copy a run's scores onto the partner rows (PostgreSQL), unless a partner already shows a later score.
+
+    One UPDATE from the values, sent as arrays: no correlated subqueries, and no read of the snapshot table.
+    """
+    with database.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Partner._meta.db_table} AS p
+                   SET health_score = u.score, health_band = u.band, health_trend = u.trend,
+                       health_as_of = %s, health_model_id = %s
+                  FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::float8[]) AS u(id, score, band, trend)
+                 WHERE p.id = u.id AND (p.health_as_of IS NULL OR p.health_as_of <= %s)""",
+            [as_of, model_id, ids, scores, bands, trends, as_of],
+        )
+
+
+def _denormalize_from_snapshots(*, model_id: int, as_of: datetime.datetime, run: ScoreRun) -> None:
+    """Copy this run's snapshots onto the partner rows (other databases), unless a partner already shows a
+    later score."""
     snapshot = ScoreSnapshot.objects.filter(partner=OuterRef("pk"), model_id=model_id, as_of=as_of)
     Partner.objects.filter(pk__in=ScoreSnapshot.objects.filter(run=run, model_id=model_id).values("partner_id")).filter(
         Q(health_as_of__isnull=True) | Q(health_as_of__lte=as_of)

@@ -190,6 +190,61 @@ def test_failed_run_leaves_no_partial_snapshots():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_failed_partner_update_fails_the_run_whole():
+    """The partner rows are updated by a helper thread on the run's connection: its failure is the run's."""
+    import gc
+
+    ScoringModel.objects.update(is_active=False)
+    simple_model()
+    partners = [PartnerFactory() for _ in range(3)]
+    for p in partners:
+        logins(p, 5)
+    scores_recompute(as_of=A - datetime.timedelta(days=7))
+    before = list(Partner.objects.order_by("id").values_list("health_score", "health_as_of"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE FUNCTION refuse_partner() RETURNS trigger AS $$ BEGIN
+                  IF NEW.id = {partners[1].id} AND NEW.health_as_of IS DISTINCT FROM OLD.health_as_of
+                  THEN RAISE EXCEPTION 'injected partner failure'; END IF; RETURN NEW;
+                END $$ LANGUAGE plpgsql;
+                CREATE TRIGGER refuse_partner BEFORE UPDATE ON prm_partner
+                  FOR EACH ROW EXECUTE FUNCTION refuse_partner();"""
+        )
+    try:
+        with pytest.raises(Exception, match="injected partner failure"):
+            scores_recompute(as_of=A)
+        assert not ScoreSnapshot.objects.filter(as_of=A).exists()
+        assert list(Partner.objects.order_by("id").values_list("health_score", "health_as_of")) == before
+        assert ScoreRun.objects.get(as_of=A).status == ScoreRun.Status.FAILED
+        # The collector resumed and the connection is this thread's alone again.
+        assert gc.isenabled() and not connection.allow_thread_sharing
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse_partner ON prm_partner; DROP FUNCTION refuse_partner();")
+    assert scores_recompute(as_of=A).snapshots == 3
+    assert set(Partner.objects.values_list("health_as_of", flat=True)) == {A}
+
+
+@pytest.mark.postgres
+def test_copy_text_keeps_backslashes_and_control_characters(db):
+    """What the snapshot COPY writes reads back as the same JSON, whatever its strings hold."""
+    import orjson
+
+    from health.services import _copy_json, _copy_number
+
+    value = [["a\\b", "tab\there", "line\nbreak", 'quote"', "\\N", "\u00e9\u2603"], {"k\\": None}]
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE copied (doc text, number float8, nothing float8)")
+        with cursor.cursor.copy("COPY copied (doc, number, nothing) FROM STDIN") as copy:
+            copy.write(f"{_copy_json(value)}\t{_copy_number(0.1 + 0.2)}\t{_copy_number(None)}\n")
+        cursor.execute("SELECT doc, number, nothing FROM copied")
+        doc, number, nothing = cursor.fetchone()
+    assert orjson.loads(doc) == value
+    assert number == 0.1 + 0.2 and nothing is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_runs_never_overlap():
     ScoringModel.objects.update(is_active=False)
     simple_model()
