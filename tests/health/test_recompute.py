@@ -154,6 +154,26 @@ def test_backfill_weekly_history(only_model):
 
 
 @pytest.mark.postgres
+def test_backfill_keeps_the_snapshot_statistics_current(only_model):
+    """Each backfill step is planned knowing the history written by the steps before it."""
+    for _ in range(3):
+        logins(PartnerFactory(), 10)
+    scores_backfill(weeks=3, now=A)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [ScoreSnapshot._meta.db_table])
+        (estimated,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT concat(most_common_vals::text, histogram_bounds::text) FROM pg_stats"
+            " WHERE tablename = %s AND attname = 'as_of'",
+            [ScoreSnapshot._meta.db_table],
+        )
+        (known,) = cursor.fetchone()
+    assert estimated == ScoreSnapshot.objects.count() == 12
+    earliest = (A - datetime.timedelta(weeks=3)).replace(hour=0)
+    assert f"{earliest:%Y-%m-%d %H:%M:%S}" in known
+
+
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_failed_run_leaves_no_partial_snapshots():
     ScoringModel.objects.update(is_active=False)
